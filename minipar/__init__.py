@@ -1,0 +1,20 @@
+"""minipar: a small, readable parallel-training engine.
+
+A NumPy/CuPy autograd library (``Tensor``, ``nn``, ``optim``) plus, written
+from MPI point-to-point messages, the mechanisms that big frameworks hide
+(``comm``, ``parallel``, ``checkpoint``, ``amp``). See README.md for the map.
+"""
+
+from minipar.autograd import Function, enable_grad, is_grad_enabled, no_grad
+from minipar.creation import arange, ones, ones_like, rand, randn, zeros, zeros_like
+from minipar.ops import cat, stack
+from minipar.random import get_rng_state, manual_seed, set_rng_state
+from minipar.tensor import Tensor, tensor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Function", "Tensor", "arange", "cat", "enable_grad", "get_rng_state", "is_grad_enabled",
+    "manual_seed", "no_grad", "ones", "ones_like", "rand", "randn", "set_rng_state", "stack",
+    "tensor", "zeros", "zeros_like",
+]

@@ -1,0 +1,251 @@
+"""Reverse-mode automatic differentiation: ``Function(ctx)`` and the backward walk.
+
+Every differentiable operation is a ``Function`` subclass with two static
+methods, side by side::
+
+    class Exp(Function):
+        @staticmethod
+        def forward(ctx, x):               # arrays in, one array out
+            out = get_array_module(x).exp(x)
+            ctx.save_for_backward(out)
+            return out
+
+        @staticmethod
+        def backward(ctx, grad):           # d(loss)/d(out) in, d(loss)/d(x) out
+            (out,) = ctx.saved_tensors
+            return grad * out
+
+``Exp.apply(t)`` unwraps tensors to arrays, runs ``forward``, and (when a
+gradient is wanted) returns a tensor that remembers the call. The call itself
+is the *ctx*: a node of the graph holding its inputs and what it saved.
+
+``backward(root)`` walks that graph once, in an order where a node runs only
+after every consumer of its output has handed in its gradient (a topological
+order found by counting consumers). Each input's gradient therefore arrives
+whole, hooks see it once, and a leaf's ``.grad`` is written as soon as it is
+final -- which is what lets data parallelism start all-reducing the last
+layer's gradients while earlier layers are still being differentiated.
+
+Rules for ``backward`` implementations: never modify ``grad`` in place (the
+same array may be handed to several inputs), return one gradient per
+positional argument of ``forward`` (``None`` where there is none), and skip
+work for inputs whose ``ctx.needs_input_grad[i]`` is False.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from minipar.tensor import Tensor
+
+
+class _GradMode(threading.local):
+    """Grad mode is per thread, as in PyTorch (``run_local`` ranks are threads)."""
+
+    enabled = True
+
+
+_grad_mode = _GradMode()
+
+
+def is_grad_enabled() -> bool:
+    """False inside ``no_grad()``."""
+    return _grad_mode.enabled
+
+
+@contextmanager
+def no_grad() -> Iterator[None]:
+    """Run a block without recording a graph: outputs never require grad."""
+    previous = _grad_mode.enabled
+    _grad_mode.enabled = False
+    try:
+        yield
+    finally:
+        _grad_mode.enabled = previous
+
+
+@contextmanager
+def enable_grad() -> Iterator[None]:
+    """Record a graph inside a block even when an outer ``no_grad`` is active."""
+    previous = _grad_mode.enabled
+    _grad_mode.enabled = True
+    try:
+        yield
+    finally:
+        _grad_mode.enabled = previous
+
+
+class Function:
+    """Base class of differentiable operations; an instance is one call's ctx.
+
+    Attributes a backward may read: ``ctx.saved_tensors`` (what forward saved),
+    ``ctx.needs_input_grad`` (one bool per positional argument). The engine
+    also keeps ``ctx.inputs`` (the arguments, tensors or not) and ``ctx.hooks``
+    (hooks registered on the output tensor).
+    """
+
+    saved_tensors: tuple[Any, ...] = ()
+
+    def save_for_backward(self, *arrays: Any) -> None:
+        """Keep arrays (or anything) for ``backward``; freed after it runs."""
+        self.saved_tensors = arrays
+
+    @staticmethod
+    def forward(ctx: Any, *args: Any) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx: Any, grad: Any) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args: Any) -> Tensor:
+        """Run ``forward`` on the arrays behind ``args``; record the call if needed."""
+        ctx = cls.__new__(cls)
+        needs_grad = False
+        arrays = []
+        for arg in args:
+            if isinstance(arg, Tensor):
+                arrays.append(arg.data)
+                if arg.requires_grad:
+                    needs_grad = True
+            else:
+                arrays.append(arg)
+        needs_grad = needs_grad and _grad_mode.enabled
+        if needs_grad:
+            ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        else:
+            ctx.needs_input_grad = (False,) * len(args)
+        out = cls.forward(ctx, *arrays)
+        result = Tensor.__new__(Tensor)
+        result.data = out
+        result.grad = None
+        if needs_grad:
+            ctx.inputs = args
+            ctx.hooks = None
+            result.requires_grad = True
+            result._node = ctx
+        else:
+            result.requires_grad = False
+            result._node = None
+        result._hooks = None
+        return result
+
+
+def _accumulate_leaf(leaf: Tensor, grad: Any, handed: set[int]) -> None:
+    """Leaf gradient is final for this backward: run hooks, add into ``.grad``.
+
+    ``handed`` holds the ids of arrays already stored as some leaf's ``.grad``
+    in this backward: the engine may pass one array to several inputs (``a + b``),
+    and a leaf's ``.grad`` must be its own because optimizers write into it.
+    """
+    if leaf._hooks is not None:
+        for hook in leaf._hooks:
+            replaced = hook(grad)
+            if replaced is not None:
+                grad = replaced
+    if leaf.grad is None:
+        if id(grad) in handed or grad.base is not None:  # shared, or a view of another
+            grad = grad.copy()
+        handed.add(id(grad))
+        leaf.grad = grad
+    else:
+        leaf.grad = leaf.grad + grad
+    post = getattr(leaf, "_post_accumulate_hooks", None)
+    if post:
+        for hook in post:
+            hook(leaf)
+
+
+def backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
+    """Back-propagate ``grad`` (d loss / d root) to every leaf that requires grad."""
+    root_node = root._node
+    if root_node is None:  # backward on a leaf: its gradient is ``grad`` itself
+        _accumulate_leaf(root, grad, set())
+        return
+    if root_node.inputs is None:
+        raise RuntimeError(
+            "trying to backward through the graph a second time: its saved arrays were "
+            "freed by the first backward (pass retain_graph=True to keep them)"
+        )
+
+    # 1. Count, for every node and every leaf, how many gradient contributions
+    #    it will receive (one per edge from a consumer that needs it).
+    pending: dict[int, int] = {}
+    stack = [root_node]
+    while stack:
+        node = stack.pop()
+        for arg, needed in zip(node.inputs, node.needs_input_grad):
+            if not needed:
+                continue
+            producer = arg._node
+            key = id(producer) if producer is not None else id(arg)
+            count = pending.get(key)
+            if count is None:
+                pending[key] = 1
+                if producer is not None:
+                    if producer.inputs is None:
+                        raise RuntimeError(
+                            "trying to backward through a part of the graph whose saved "
+                            "arrays were freed (use retain_graph=True on the first backward)"
+                        )
+                    stack.append(producer)
+            else:
+                pending[key] = count + 1
+
+    # 2. Run nodes whose output gradient is complete; sum contributions per input.
+    grads: dict[int, Any] = {id(root_node): grad}
+    handed: set[int] = set()
+    ready = [root_node]
+    while ready:
+        node = ready.pop()
+        out_grad = grads.pop(id(node))
+        if node.hooks is not None:
+            for hook in node.hooks:
+                replaced = hook(out_grad)
+                if replaced is not None:
+                    out_grad = replaced
+        input_grads = type(node).backward(node, out_grad)
+        if type(input_grads) is not tuple:
+            input_grads = (input_grads,)
+        inputs, needs = node.inputs, node.needs_input_grad
+        if not retain_graph:  # free what forward saved, as PyTorch does
+            node.saved_tensors = ()
+            node.inputs = None
+        for arg, needed, input_grad in zip(inputs, needs, input_grads):
+            if not needed:
+                continue
+            producer = arg._node
+            key = id(producer) if producer is not None else id(arg)
+            if input_grad is not None:
+                previous = grads.get(key)
+                grads[key] = input_grad if previous is None else previous + input_grad
+            count = pending[key] - 1
+            pending[key] = count
+            if count == 0:
+                total = grads.get(key)
+                if total is None:
+                    continue  # every consumer said "no gradient": nothing flows on
+                if producer is None:
+                    del grads[key]
+                    _accumulate_leaf(arg, total, handed)
+                else:
+                    ready.append(producer)
+
+
+def register_post_accumulate_grad_hook(tensor: Tensor, hook: Callable[[Tensor], None]) -> None:
+    """Call ``hook(tensor)`` after a backward has added into ``tensor.grad``."""
+    if tensor._node is not None:
+        raise ValueError("post-accumulate-grad hooks are for leaf tensors (parameters) only")
+    hooks = getattr(tensor, "_post_accumulate_hooks", None)
+    if hooks is None:
+        tensor._post_accumulate_hooks = hooks = []
+    hooks.append(hook)
+
+
+# Bottom import: tensor.py imports this module too; Function must exist first.
+from minipar.tensor import Tensor  # noqa: E402,F811

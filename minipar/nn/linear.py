@@ -1,0 +1,82 @@
+"""``Linear``: y = x W^T + b, with W of shape (out, in) as in PyTorch."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from minipar.autograd import Function
+from minipar.nn.module import Module, Parameter
+from minipar.random import generator
+from minipar.tensor import Tensor
+
+
+class LinearFunction(Function):
+    """One fused op for x @ W.T + b, so backward makes no extra temporaries.
+
+    x: (..., in), W: (out, in), b: (out,) -> (..., out)
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Any, weight: Any, bias: Any) -> Any:
+        ctx.save_for_backward(x, weight)
+        out = x @ weight.T  # (..., in) @ (in, out) -> (..., out)
+        if bias is not None:
+            if bias.dtype == out.dtype:
+                out += bias  # in place: no second (..., out) array
+            else:
+                out = out + bias
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Any) -> tuple[Any, Any, Any]:
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        grad2 = grad.reshape(-1, grad.shape[-1])  # (N, out), N = prod of leading dims
+        grad_x = grad @ weight if need_x else None  # (..., out) @ (out, in) -> (..., in)
+        grad_w = grad2.T @ x.reshape(-1, x.shape[-1]) if need_w else None  # (out, N) @ (N, in)
+        grad_b = grad2.sum(axis=0) if need_b else None  # (out,)
+        return grad_x, grad_w, grad_b
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x @ weight.T + bias``; the last dimension of x must equal weight's second."""
+    in_features = weight.shape[1]
+    if x.shape[-1:] != (in_features,):
+        raise ValueError(
+            f"linear: expected input with last dimension {in_features} "
+            f"(weight {tuple(weight.shape)}), got input of shape {tuple(x.shape)}"
+        )
+    return LinearFunction.apply(x, weight, bias)
+
+
+class Linear(Module):
+    """Fully connected layer. Init as PyTorch: W, b ~ U(-1/sqrt(in), 1/sqrt(in))."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 dtype: Any = np.float32) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"Linear {name} must be a positive integer, got {value!r}")
+        self.in_features, self.out_features = in_features, out_features
+        bound = 1 / math.sqrt(in_features)
+        rng = generator()
+        self.weight = Parameter(
+            rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype))
+        self.bias = (Parameter(rng.uniform(-bound, bound, (out_features,)).astype(dtype))
+                     if bias else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1:] != (self.in_features,):
+            raise ValueError(
+                f"Linear(in_features={self.in_features}) expected input whose last dimension "
+                f"is {self.in_features}, got shape {tuple(x.shape)}"
+            )
+        return LinearFunction.apply(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")

@@ -1,0 +1,51 @@
+"""Differentiable operations, each a ``Function`` with forward and backward side by side.
+
+- ``elementwise.py``: + - * / ** and exp, log, relu, tanh, sigmoid, abs, casts
+- ``reduction.py``: sum, mean, max
+- ``shape.py``: reshape, transpose, indexing, concatenation, matmul
+"""
+
+from minipar.ops.elementwise import (
+    Abs,
+    Add,
+    Cast,
+    Div,
+    Exp,
+    Log,
+    Mul,
+    Neg,
+    Pow,
+    ReLU,
+    Sigmoid,
+    Sub,
+    Tanh,
+    ToDevice,
+    add,
+    div,
+    mul,
+    power,
+    sub,
+    unbroadcast,
+    unwrap,
+)
+from minipar.ops.reduction import Max, Mean, Sum, normalize_axis
+from minipar.ops.shape import (
+    Cat,
+    GetItem,
+    MatMul,
+    Reshape,
+    Transpose,
+    cat,
+    getitem,
+    matmul,
+    reshape,
+    stack,
+    transpose,
+)
+
+__all__ = [
+    "Abs", "Add", "Cast", "Cat", "Div", "Exp", "GetItem", "Log", "MatMul", "Max", "Mean",
+    "Mul", "Neg", "Pow", "ReLU", "Reshape", "Sigmoid", "Sub", "Sum", "Tanh", "ToDevice",
+    "Transpose", "add", "cat", "div", "getitem", "matmul", "mul", "normalize_axis", "power",
+    "reshape", "stack", "sub", "transpose", "unbroadcast", "unwrap",
+]
