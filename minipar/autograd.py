@@ -39,6 +39,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
     from minipar.tensor import Tensor
 
@@ -84,11 +86,17 @@ class Function:
 
     Attributes a backward may read: ``ctx.saved_tensors`` (what forward saved),
     ``ctx.needs_input_grad`` (one bool per positional argument). The engine
-    also keeps ``ctx.inputs`` (the arguments, tensors or not) and ``ctx.hooks``
-    (hooks registered on the output tensor).
+    also keeps ``ctx.inputs`` (the arguments, with each non-leaf tensor replaced
+    by the node that made it, so its array is not kept alive unless saved) and
+    ``ctx.hooks`` (hooks registered on the output tensor).
     """
 
     saved_tensors: tuple[Any, ...] = ()
+
+    @property
+    def _node(self) -> Function:
+        """A node stands for its output in ``inputs``: ``arg._node`` is the producer for both."""
+        return self
 
     def save_for_backward(self, *arrays: Any) -> None:
         """Keep arrays (or anything) for ``backward``; freed after it runs."""
@@ -108,24 +116,30 @@ class Function:
         ctx = cls.__new__(cls)
         needs_grad = False
         arrays = []
+        edges = []  # what backward needs of each input: a leaf tensor, a producer node, or a value
         for arg in args:
             if isinstance(arg, Tensor):
                 arrays.append(arg.data)
                 if arg.requires_grad:
                     needs_grad = True
+                producer = arg._node
+                edges.append(arg if producer is None else producer)
             else:
                 arrays.append(arg)
+                edges.append(arg)
         needs_grad = needs_grad and _grad_mode.enabled
         if needs_grad:
             ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         else:
             ctx.needs_input_grad = (False,) * len(args)
         out = cls.forward(ctx, *arrays)
+        if type(out) is not np.ndarray or out.dtype.hasobject:  # rare: one check on the hot path
+            out = _checked_output(cls, out, args)
         result = Tensor.__new__(Tensor)
         result.data = out
         result.grad = None
         if needs_grad:
-            ctx.inputs = args
+            ctx.inputs = edges  # no input arrays: PyTorch's graph, too, keeps only what is saved
             ctx.hooks = None
             result.requires_grad = True
             result._node = ctx
@@ -134,6 +148,18 @@ class Function:
             result._node = None
         result._hooks = None
         return result
+
+
+def _checked_output(cls: type, out: Any, args: tuple[Any, ...]) -> Any:
+    """Make ``forward``'s result an array: NumPy returns 0-d results as scalars."""
+    if isinstance(out, (np.generic, int, float, complex)):
+        out = np.asarray(out)
+    if getattr(getattr(out, "dtype", None), "hasobject", False):
+        raise TypeError(
+            f"{cls.__name__}: expected tensors, arrays or numbers, got "
+            f"({', '.join(type(arg).__name__ for arg in args)}) that NumPy combined into an object array"
+        )
+    return out
 
 
 def _accumulate_leaf(leaf: Tensor, grad: Any, handed: set[int]) -> None:
@@ -148,6 +174,8 @@ def _accumulate_leaf(leaf: Tensor, grad: Any, handed: set[int]) -> None:
             replaced = hook(grad)
             if replaced is not None:
                 grad = replaced
+    if grad.dtype != leaf.data.dtype:  # a float32 weight gets a float32 gradient, always
+        grad = grad.astype(leaf.data.dtype)
     if leaf.grad is None:
         if id(grad) in handed or grad.base is not None:  # shared, or a view of another
             grad = grad.copy()
@@ -161,8 +189,43 @@ def _accumulate_leaf(leaf: Tensor, grad: Any, handed: set[int]) -> None:
             hook(leaf)
 
 
+class _FinalCallbacks(threading.local):
+    """Callbacks queued during the backward running on this thread (None: no backward)."""
+
+    queue: list[Callable[[], None]] | None = None
+
+
+_final_callbacks = _FinalCallbacks()
+
+
+def queue_callback(callback: Callable[[], None]) -> None:
+    """Run ``callback()`` once the backward running on this thread has finished.
+
+    For hooks that need to know "backward is over": DDP waits for its last
+    all-reduces there, as PyTorch's reducer does with the engine's callback queue.
+    """
+    if _final_callbacks.queue is None:
+        raise RuntimeError("queue_callback() can only be called during a backward (e.g. from a hook)")
+    _final_callbacks.queue.append(callback)
+
+
 def backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
-    """Back-propagate ``grad`` (d loss / d root) to every leaf that requires grad."""
+    """Back-propagate ``grad`` (d loss / d root) to every leaf that requires grad.
+
+    Callbacks queued with ``queue_callback`` during the walk run after it, in order.
+    """
+    outer = _final_callbacks.queue  # a hook may itself run a backward: keep the outer queue
+    _final_callbacks.queue = queued = []
+    try:
+        _walk(root, grad, retain_graph)
+    finally:
+        _final_callbacks.queue = outer
+    for callback in queued:
+        callback()
+
+
+def _walk(root: Tensor, grad: Any, retain_graph: bool) -> None:
+    """The backward walk: count consumers, then run nodes whose gradient is complete."""
     root_node = root._node
     if root_node is None:  # backward on a leaf: its gradient is ``grad`` itself
         _accumulate_leaf(root, grad, set())
@@ -235,6 +298,7 @@ def backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
                     _accumulate_leaf(arg, total, handed)
                 else:
                     ready.append(producer)
+        input_grads = input_grad = total = None  # let handed-on arrays go before the next node runs
 
 
 def register_post_accumulate_grad_hook(tensor: Tensor, hook: Callable[[Tensor], None]) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from minipar.backend import to_device
+from minipar.backend import get_array_module, to_device
 from minipar.random import generator
 from minipar.tensor import Tensor
 
@@ -51,9 +51,8 @@ def arange(*args: Any, dtype: Any = None, device: str = "cpu") -> Tensor:
 
 
 def zeros_like(t: Tensor, requires_grad: bool = False) -> Tensor:
-    xp_array = t.data * 0
-    return Tensor(xp_array, requires_grad=requires_grad)
+    return Tensor(get_array_module(t.data).zeros_like(t.data), requires_grad=requires_grad)
 
 
 def ones_like(t: Tensor, requires_grad: bool = False) -> Tensor:
-    return Tensor(t.data * 0 + 1, requires_grad=requires_grad)
+    return Tensor(get_array_module(t.data).ones_like(t.data), requires_grad=requires_grad)

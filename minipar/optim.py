@@ -10,9 +10,12 @@ A state dict is ``{"state": {index: {...arrays...}}, "param_groups": [{...,
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
+from minipar.backend import get_array_module
 from minipar.tensor import Tensor
 
 
@@ -134,3 +137,62 @@ class SGD(Optimizer):
                         buffer += (1 - dampening) * grad
                     grad = grad + momentum * buffer if group["nesterov"] else buffer
                 param.data -= lr * grad
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015) with PyTorch's exact update and L2 weight decay.
+
+    For each parameter p with gradient g, at step t = 1, 2, ...:
+
+        g = g + weight_decay * p                      (L2 penalty in the gradient, not AdamW)
+        m = beta1 * m + (1 - beta1) * g               (state "exp_avg")
+        v = beta2 * v + (1 - beta2) * g^2             (state "exp_avg_sq")
+        p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    The division by 1 - beta^t (bias correction) undoes the pull of m and v
+    towards their zero start. State per parameter: ``step``, ``exp_avg``,
+    ``exp_avg_sq``, PyTorch's keys.
+    """
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        _check_number("lr", lr, 0.0)
+        _check_number("eps", eps, 0.0)
+        _check_number("weight_decay", weight_decay, 0.0)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"Adam betas must be a pair (beta1, beta2), got {betas!r}")
+        for index, beta in enumerate(betas):
+            _check_number(f"betas[{index}]", beta, 0.0)
+            if not beta < 1:
+                raise ValueError(f"Adam betas[{index}] must be in [0, 1), got {beta!r}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    def step(self) -> None:
+        for group in self.param_groups:
+            lr, (beta1, beta2) = group["lr"], group["betas"]
+            eps, weight_decay = group["eps"], group["weight_decay"]
+            for param in group["params"]:
+                grad = param.grad
+                if grad is None:
+                    continue
+                state = self.state.get(param)
+                if state is None:
+                    xp = get_array_module(param.data)
+                    state = self.state[param] = {"step": 0, "exp_avg": xp.zeros_like(param.data),
+                                                 "exp_avg_sq": xp.zeros_like(param.data)}
+                state["step"] += 1
+                step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
+                if weight_decay != 0:
+                    grad = grad + weight_decay * param.data
+                exp_avg += (1 - beta1) * (grad - exp_avg)  # = beta1 * m + (1 - beta1) * g
+                exp_avg_sq *= beta2
+                exp_avg_sq += (1 - beta2) * grad * grad
+                step_size = lr / (1 - beta1 ** step)
+                denominator = get_array_module(exp_avg_sq).sqrt(exp_avg_sq) / math.sqrt(1 - beta2 ** step)
+                denominator += eps
+                param.data -= step_size * (exp_avg / denominator)
+
+
+def _check_number(name: str, value: Any, minimum: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= minimum:
+        raise ValueError(f"{name} must be a number >= {minimum}, got {value!r}")

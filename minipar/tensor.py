@@ -104,7 +104,8 @@ class Tensor:
                 )
             grad = xp.ones_like(self.data)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+            # a copy: the caller's array must not become some leaf's .grad (optimizers write into it)
+            grad = xp.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
             if grad.shape != self.shape:
                 raise ValueError(
                     f"backward() gradient shape {grad.shape} does not match the tensor's "
@@ -152,8 +153,6 @@ class Tensor:
 
     def numpy(self) -> np.ndarray:
         """The data as a NumPy array (copied from the GPU when needed)."""
-        if self.requires_grad:
-            return to_device(self.data, "cpu").copy() if self.device != "cpu" else self.data
         return to_device(self.data, "cpu")
 
     def to(self, device: str) -> Tensor:
@@ -171,7 +170,10 @@ class Tensor:
 
     def astype(self, dtype: Any) -> Tensor:
         """A differentiable cast (the gradient is cast back)."""
-        return _ops.Cast.apply(self, np.dtype(dtype))
+        dtype = np.dtype(dtype)
+        if dtype.kind not in "biufc":
+            raise TypeError(f"astype needs a bool, integer, float or complex dtype, got {dtype}")
+        return _ops.Cast.apply(self, dtype)
 
     def float(self) -> Tensor:
         return self.astype(np.float32)
@@ -320,6 +322,8 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: st
                 f"tensor() takes numbers, nested lists of numbers or arrays, got {type(data).__name__}"
                 f" (NumPy read it as dtype {array.dtype})"
             )
+    if array.dtype.kind not in "biufc":
+        raise TypeError(f"tensor() needs a bool, integer, float or complex dtype, got {array.dtype}")
     array = to_device(array, device)
     return Tensor(array, requires_grad=requires_grad)
 

@@ -1,5 +1,8 @@
 """Stateless functions behind the layers: activations, softmax and losses.
 
+The layers' own functions live beside their modules (``conv2d`` in conv.py,
+``gelu`` in activation.py, ...) and are gathered here under PyTorch's names.
+
 ``log_softmax`` and ``cross_entropy`` subtract the row maximum before
 exponentiating (log-sum-exp trick), so logits of any size never overflow:
 log softmax(z)_i = (z_i - m) - log sum_j exp(z_j - m), with m = max_j z_j.
@@ -11,15 +14,19 @@ from typing import Any
 
 from minipar.autograd import Function
 from minipar.backend import get_array_module
+from minipar.nn.activation import gelu, relu, sigmoid, tanh
+from minipar.nn.conv import conv2d
+from minipar.nn.dropout import dropout
+from minipar.nn.embedding import embedding
 from minipar.nn.linear import linear
-from minipar.ops import ReLU
+from minipar.nn.normalization import layer_norm
+from minipar.nn.pooling import max_pool2d
 from minipar.tensor import Tensor
 
-__all__ = ["cross_entropy", "linear", "log_softmax", "mse_loss", "relu", "softmax"]
-
-
-def relu(x: Tensor) -> Tensor:
-    return ReLU.apply(x)
+__all__ = [
+    "conv2d", "cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "linear", "log_softmax",
+    "max_pool2d", "mse_loss", "relu", "sigmoid", "softmax", "tanh",
+]
 
 
 def _log_softmax(z: Any, axis: int) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from minipar.backend import get_array_module, to_device
+from minipar.backend import to_device
 from minipar.tensor import Tensor
 
 
@@ -193,9 +193,8 @@ class Module:
                     raise ValueError(
                         f"{name}: expected shape {param.shape}, got {tuple(array.shape)}"
                     )
-                xp = get_array_module(param.data)
-                param.data = xp.array(to_device(np.asarray(array), param.device)
-                                      if xp is not np else array, dtype=param.dtype)
+                host = np.array(to_device(array, "cpu"), dtype=param.dtype)  # a copy
+                param.data = to_device(host, param.device)
             elif name in buffers:
                 module = buffers[name]
                 local = name.rsplit(".", 1)[-1]

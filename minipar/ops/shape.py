@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from minipar.autograd import Function
@@ -105,6 +106,8 @@ class MatMul(Function):
 
     @staticmethod
     def forward(ctx: Any, a: Any, b: Any) -> Any:
+        if not (hasattr(a, "ndim") and hasattr(b, "ndim")):
+            raise TypeError(f"matmul needs tensors or arrays, got {type(a).__name__} and {type(b).__name__}")
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError(f"matmul needs at least 1-D operands, got shapes {a.shape} and {b.shape}")
         if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
@@ -130,11 +133,11 @@ class MatMul(Function):
 
         a2 = a[None, :] if a.ndim == 1 else a          # vectors become 1 x k or k x 1
         b2 = b[:, None] if b.ndim == 1 else b
-        g2 = grad
-        if a.ndim == 1:
-            g2 = g2[..., None, :]
+        g2 = grad  # give grad back the axes the vectors lost: (..., m, p)
         if b.ndim == 1:
             g2 = g2[..., None]
+        if a.ndim == 1:
+            g2 = g2[..., None, :]
         grad_a = grad_b = None
         if need_a:
             grad_a = unbroadcast(g2 @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
@@ -163,21 +166,39 @@ def transpose(a: Tensor, axes: tuple[int, ...] | None) -> Tensor:
     return Transpose.apply(a, axes)
 
 
+class _AutocastHook(threading.local):
+    """Set per thread by ``minipar.amp.autocast``: casts matmul/Linear operands (None: off)."""
+
+    cast: Any = None
+
+
+autocast_hook = _AutocastHook()
+
+
 def matmul(a: Any, b: Any) -> Tensor:
+    cast = autocast_hook.cast
+    if cast is not None:  # inside minipar.amp.autocast: compute in its dtype (e.g. float16)
+        a, b = cast(a), cast(b)
     return MatMul.apply(a, b)
+
+
+def _check_items(tensors: Any, who: str) -> None:
+    if len(tensors) == 0:
+        raise ValueError(f"{who} needs at least one tensor")
+    for position, t in enumerate(tensors):
+        if not (hasattr(t, "shape") and hasattr(t, "dtype")):
+            raise TypeError(f"{who}: item {position} must be a Tensor or array, got {type(t).__name__}")
 
 
 def cat(tensors: list[Any] | tuple[Any, ...], axis: int = 0) -> Tensor:
     """Concatenate along ``axis`` (``torch.cat``)."""
-    if len(tensors) == 0:
-        raise ValueError("cat needs at least one tensor")
+    _check_items(tensors, "cat")
     return Cat.apply(axis, *tensors)
 
 
 def stack(tensors: list[Any] | tuple[Any, ...], axis: int = 0) -> Tensor:
     """Stack along a new axis (``torch.stack``)."""
-    if len(tensors) == 0:
-        raise ValueError("stack needs at least one tensor")
+    _check_items(tensors, "stack")
     expanded = []
     for t in tensors:
         shape = list(t.shape)

@@ -1,0 +1,150 @@
+"""SGD and Adam follow PyTorch's trajectories step for step; state dicts resume training exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import minipar
+import minipar.nn.functional as F
+from minipar import nn, optim
+
+CONFIGS = [
+    ("SGD", {"lr": 0.1}),
+    ("SGD", {"lr": 0.05, "momentum": 0.9}),
+    ("SGD", {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-2}),
+    ("SGD", {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3, "nesterov": True}),
+    ("SGD", {"lr": 0.05, "momentum": 0.5, "dampening": 0.3}),
+    ("Adam", {}),
+    ("Adam", {"lr": 1e-2, "betas": (0.8, 0.99), "eps": 1e-6}),
+    ("Adam", {"lr": 1e-2, "weight_decay": 0.1}),
+]
+IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in kwargs.items()) or 'defaults'}" for name, kwargs in CONFIGS]
+
+
+def gradient_of(param: np.ndarray, step: int) -> np.ndarray:
+    """A fixed, parameter-dependent gradient both libraries are handed (a smooth non-quadratic loss)."""
+    return np.sin(3 * param + step) + 0.1 * param ** 3
+
+
+@pytest.mark.parametrize("name, kwargs", CONFIGS, ids=IDS)
+def test_update_rule_equals_torch_given_the_same_gradients_for_30_steps(name, kwargs):
+    rng = np.random.default_rng(0)
+    start = [rng.standard_normal((3, 4)), rng.standard_normal((4,))]
+    ours = [nn.Parameter(a.copy()) for a in start]
+    theirs = [torch.nn.Parameter(torch.tensor(a)) for a in start]
+    our_opt = getattr(optim, name)(ours, **kwargs)
+    their_opt = getattr(torch.optim, name)(theirs, **kwargs)
+    for step in range(30):
+        for mine, reference in zip(ours, theirs):
+            mine.grad = gradient_of(mine.data, step)
+            reference.grad = torch.tensor(gradient_of(reference.detach().numpy(), step))
+        our_opt.step()
+        their_opt.step()
+    for mine, reference in zip(ours, theirs):
+        np.testing.assert_allclose(mine.data, reference.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def mlp(lib):
+    return lib.Sequential(lib.Linear(8, 16), lib.Tanh(), lib.Linear(16, 16), lib.GELU(), lib.Linear(16, 5))
+
+
+def batches(count=30, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((12, 8)), rng.integers(0, 5, 12)) for _ in range(count)]
+
+
+@pytest.mark.parametrize("name, kwargs", CONFIGS, ids=IDS)
+def test_training_trajectory_equals_torch_after_30_steps(name, kwargs):
+    theirs = mlp(torch.nn).double()
+    ours = mlp(nn).double()
+    ours.load_state_dict(theirs.state_dict())
+    our_opt = getattr(optim, name)(ours.parameters(), **kwargs)
+    their_opt = getattr(torch.optim, name)(theirs.parameters(), **kwargs)
+    for x, y in batches():
+        our_opt.zero_grad()
+        F.cross_entropy(ours(minipar.tensor(x)), y).backward()
+        our_opt.step()
+        their_opt.zero_grad()
+        torch.nn.functional.cross_entropy(theirs(torch.tensor(x)), torch.tensor(y)).backward()
+        their_opt.step()
+    their_params = dict(theirs.named_parameters())
+    for param_name, param in ours.named_parameters():
+        np.testing.assert_allclose(param.data, their_params[param_name].detach().numpy(),
+                                   rtol=1e-12, atol=1e-13, err_msg=param_name)
+
+
+def test_parameter_groups_with_their_own_lr_match_torch():
+    rng = np.random.default_rng(1)
+    start = [rng.standard_normal((2, 3)), rng.standard_normal((3,))]
+    ours = [nn.Parameter(a.copy()) for a in start]
+    theirs = [torch.nn.Parameter(torch.tensor(a)) for a in start]
+    our_opt = optim.Adam([{"params": [ours[0]], "lr": 0.1}, {"params": [ours[1]]}], lr=0.01)
+    their_opt = torch.optim.Adam([{"params": [theirs[0]], "lr": 0.1}, {"params": [theirs[1]]}], lr=0.01)
+    for step in range(10):
+        for mine, reference in zip(ours, theirs):
+            mine.grad = gradient_of(mine.data, step)
+            reference.grad = torch.tensor(gradient_of(reference.detach().numpy(), step))
+        our_opt.step()
+        their_opt.step()
+    for mine, reference in zip(ours, theirs):
+        np.testing.assert_allclose(mine.data, reference.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_per_parameter_state_has_torch_keys():
+    for name, kwargs in (("SGD", {"lr": 0.1, "momentum": 0.9}), ("Adam", {})):
+        ours = nn.Parameter(np.ones(3))
+        theirs = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+        our_opt = getattr(optim, name)([ours], **kwargs)
+        their_opt = getattr(torch.optim, name)([theirs], **kwargs)
+        ours.grad, theirs.grad = np.ones(3), torch.ones(3, dtype=torch.float64)
+        our_opt.step()
+        their_opt.step()
+        our_state, their_state = our_opt.state_dict(), their_opt.state_dict()
+        assert set(our_state["state"][0]) == set(their_state["state"][0])
+        assert our_state["param_groups"][0]["params"] == their_state["param_groups"][0]["params"]
+        for key in ("lr", "weight_decay"):
+            assert our_state["param_groups"][0][key] == their_state["param_groups"][0][key]
+    assert our_state["state"][0]["step"] == 1
+
+
+@pytest.mark.parametrize("name, kwargs", [("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
+                                          ("Adam", {"lr": 1e-2, "weight_decay": 0.01})])
+def test_state_dict_round_trip_continues_exactly_like_uninterrupted_training(name, kwargs):
+    data = batches(20, seed=3)
+
+    def train(model, opt, steps):
+        for x, y in steps:
+            opt.zero_grad()
+            F.cross_entropy(model(minipar.tensor(x)), y).backward()
+            opt.step()
+
+    minipar.manual_seed(0)
+    model = mlp(nn).double()
+    opt = getattr(optim, name)(model.parameters(), **kwargs)
+    train(model, opt, data[:10])
+    model_state = {k: v.copy() for k, v in model.state_dict().items()}
+    opt_state = opt.state_dict()
+    saved_copy = {k: v.copy() for k, v in opt_state["state"][0].items() if hasattr(v, "copy")}
+    train(model, opt, data[10:])  # uninterrupted
+
+    minipar.manual_seed(1)  # a different init, overwritten by the load
+    resumed = mlp(nn).double()
+    resumed.load_state_dict(model_state)
+    resumed_opt = getattr(optim, name)(resumed.parameters(), **kwargs)
+    resumed_opt.load_state_dict(opt_state)
+    train(resumed, resumed_opt, data[10:])
+
+    for (param_name, param), (_, other) in zip(model.named_parameters(), resumed.named_parameters()):
+        np.testing.assert_array_equal(param.data, other.data, err_msg=param_name)
+    for key, value in saved_copy.items():  # the state dict was a snapshot, not the live arrays
+        np.testing.assert_array_equal(opt_state["state"][0][key], value)
+
+
+def test_zero_grad_sets_grads_to_none():
+    param = nn.Parameter(np.ones(2))
+    param.grad = np.ones(2)
+    opt = optim.Adam([param])
+    opt.zero_grad()
+    assert param.grad is None
