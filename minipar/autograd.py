@@ -237,36 +237,35 @@ def _walk(root: Tensor, grad: Any, retain_graph: bool) -> None:
         )
 
     # 1. Count, for every node and every leaf, how many gradient contributions
-    #    it will receive (one per edge from a consumer that needs it).
-    pending: dict[int, int] = {}
+    #    it will receive (one per edge from a consumer that needs it). An input
+    #    edge is the producing node itself, or the leaf tensor: either is the key.
+    pending: dict[Any, int] = {}
     stack = [root_node]
     while stack:
         node = stack.pop()
-        for arg, needed in zip(node.inputs, node.needs_input_grad):
+        for edge, needed in zip(node.inputs, node.needs_input_grad):
             if not needed:
                 continue
-            producer = arg._node
-            key = id(producer) if producer is not None else id(arg)
-            count = pending.get(key)
+            count = pending.get(edge)
             if count is None:
-                pending[key] = 1
-                if producer is not None:
-                    if producer.inputs is None:
+                pending[edge] = 1
+                if isinstance(edge, Function):
+                    if edge.inputs is None:
                         raise RuntimeError(
                             "trying to backward through a part of the graph whose saved "
                             "arrays were freed (use retain_graph=True on the first backward)"
                         )
-                    stack.append(producer)
+                    stack.append(edge)
             else:
-                pending[key] = count + 1
+                pending[edge] = count + 1
 
     # 2. Run nodes whose output gradient is complete; sum contributions per input.
-    grads: dict[int, Any] = {id(root_node): grad}
+    grads: dict[Any, Any] = {root_node: grad}
     handed: set[int] = set()
     ready = [root_node]
     while ready:
         node = ready.pop()
-        out_grad = grads.pop(id(node))
+        out_grad = grads.pop(node)
         if node.hooks is not None:
             for hook in node.hooks:
                 replaced = hook(out_grad)
@@ -279,25 +278,23 @@ def _walk(root: Tensor, grad: Any, retain_graph: bool) -> None:
         if not retain_graph:  # free what forward saved, as PyTorch does
             node.saved_tensors = ()
             node.inputs = None
-        for arg, needed, input_grad in zip(inputs, needs, input_grads):
+        for edge, needed, input_grad in zip(inputs, needs, input_grads):
             if not needed:
                 continue
-            producer = arg._node
-            key = id(producer) if producer is not None else id(arg)
             if input_grad is not None:
-                previous = grads.get(key)
-                grads[key] = input_grad if previous is None else previous + input_grad
-            count = pending[key] - 1
-            pending[key] = count
+                previous = grads.get(edge)
+                grads[edge] = input_grad if previous is None else previous + input_grad
+            count = pending[edge] - 1
+            pending[edge] = count
             if count == 0:
-                total = grads.get(key)
+                total = grads.get(edge)
                 if total is None:
                     continue  # every consumer said "no gradient": nothing flows on
-                if producer is None:
-                    del grads[key]
-                    _accumulate_leaf(arg, total, handed)
+                if isinstance(edge, Function):
+                    ready.append(edge)
                 else:
-                    ready.append(producer)
+                    del grads[edge]
+                    _accumulate_leaf(edge, total, handed)
         input_grads = input_grad = total = None  # let handed-on arrays go before the next node runs
 
 
