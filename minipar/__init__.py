@@ -9,12 +9,13 @@ from minipar.autograd import Function, enable_grad, is_grad_enabled, no_grad
 from minipar.creation import arange, ones, ones_like, rand, randn, zeros, zeros_like
 from minipar.ops import cat, stack
 from minipar.random import get_rng_state, manual_seed, set_rng_state
+from minipar.snapshot import load, save
 from minipar.tensor import Tensor, tensor
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Function", "Tensor", "arange", "cat", "enable_grad", "get_rng_state", "is_grad_enabled",
-    "manual_seed", "no_grad", "ones", "ones_like", "rand", "randn", "set_rng_state", "stack",
+    "Function", "Tensor", "arange", "cat", "enable_grad", "get_rng_state", "is_grad_enabled", "load",
+    "manual_seed", "no_grad", "ones", "ones_like", "rand", "randn", "save", "set_rng_state", "stack",
     "tensor", "zeros", "zeros_like",
 ]
