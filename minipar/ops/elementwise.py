@@ -191,7 +191,10 @@ class Tanh(Function):
     @staticmethod
     def backward(ctx: Any, grad: Any) -> Any:
         out = ctx.saved_tensors[0]
-        return grad * (1 - out * out)
+        local = out * out  # one temporary, updated in place: 1 - tanh^2, times grad
+        get_array_module(local).subtract(1, local, out=local)
+        local *= grad
+        return local
 
 
 class Sigmoid(Function):
