@@ -1,0 +1,57 @@
+"""minipar.comm: a Communicator (MPI or threads) and collectives built from send/recv.
+
+Arrays in, arrays out; nothing here knows about Tensor.
+
+    from minipar.comm import world, run_local, allreduce
+
+    comm = world()                  # MPI's world under mpiexec, size 1 otherwise
+    allreduce(comm, grads, op="mean", algorithm="ring")
+
+    run_local(lambda comm: allreduce(comm, np.ones(3)), 4)   # 4 ranks as threads
+
+Files, in reading order: ``communicator.py`` (the point-to-point interface,
+counters, errors), ``thread_backend.py`` (``run_local``), ``mpi_backend.py``
+(``world``), ``collectives.py`` (naive, tree, recursive doubling and ring
+all-reduce, broadcast), ``ring.py`` (reduce-scatter, all-gather),
+``safety.py`` (abort hook, timeouts, ``MINIPAR_DEBUG`` fingerprints).
+
+Environment variables: ``MINIPAR_COMM_TIMEOUT=seconds`` (deadline of every
+blocking wait), ``MINIPAR_DEBUG=1`` (check that all ranks call the same
+collective), ``MINIPAR_CUDA_AWARE_MPI=1`` (hand CuPy arrays to MPI directly).
+"""
+
+from minipar.comm.collectives import (
+    AUTO_SMALL_BYTES,
+    allgather,
+    allreduce,
+    broadcast,
+    naive_allreduce,
+    recursive_doubling_allreduce,
+    reduce_scatter,
+    ring_allreduce,
+    tree_allreduce,
+)
+from minipar.comm.communicator import (
+    USER_TAG_LIMIT,
+    CollectiveMismatchError,
+    CommError,
+    CommTimeoutError,
+    Communicator,
+    DeadlockError,
+    Request,
+)
+from minipar.comm.mpi_backend import MPICommunicator, world
+from minipar.comm.ring import ring_schedule
+from minipar.comm.safety import install_abort_hook, launched_rank_and_size
+from minipar.comm.thread_backend import LocalCommunicator, run_local
+
+if (launched_rank_and_size() or (0, 1))[1] > 1:  # started by mpiexec with several ranks
+    install_abort_hook()
+
+__all__ = [
+    "AUTO_SMALL_BYTES", "USER_TAG_LIMIT", "CollectiveMismatchError", "CommError",
+    "CommTimeoutError", "Communicator", "DeadlockError", "LocalCommunicator", "MPICommunicator",
+    "Request", "allgather", "allreduce", "broadcast", "naive_allreduce",
+    "recursive_doubling_allreduce", "reduce_scatter", "ring_allreduce", "ring_schedule", "run_local",
+    "tree_allreduce", "world",
+]

@@ -1,0 +1,254 @@
+"""Collectives, built only on the Communicator's point-to-point calls.
+
+All work in place on a C-contiguous NumPy or CuPy array of any shape and any
+length (0 and lengths below p included), for any number of ranks p, and
+return the array. Results are bit-identical on every rank: each element's
+final value is computed by one rank (or by every rank from the same operands
+in the same order) and then copied. ``op`` is sum, mean, max or min; mean is
+the sum divided by p, floating dtypes only.
+
+Cost model: a message of n bytes takes ``alpha + n beta`` (latency, inverse
+bandwidth); reducing n bytes takes ``n gamma``; N is the array's size in bytes.
+
+    algorithm            time                                         bytes sent per rank
+    naive (root 0)       2(p-1)(alpha + N beta) + (p-1) N gamma       root (p-1) N, others N
+    tree (binomial)      2 L (alpha + N beta) + L N gamma, L=ceil(log2 p)  at most 2 L N
+    recursive doubling   L (alpha + N beta + N gamma), +2(alpha + N beta) if p not 2^k   ~ L N
+    ring                 2(p-1) alpha + 2(p-1)/p N beta + (p-1)/p N gamma   2(p-1)/p N
+
+The ring's bandwidth term does not grow with p, so it wins for big arrays;
+recursive doubling has the fewest latencies, so it wins for small ones
+(``allreduce(..., algorithm="auto")`` switches at ``AUTO_SMALL_BYTES``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from minipar.comm._common import (
+    combiner,
+    finish_mean,
+    prepare,
+    scratch,
+)
+from minipar.comm.communicator import TAG_COLLECTIVE, Communicator
+from minipar.comm.ring import allgather, reduce_scatter, ring_allreduce_steps
+from minipar.comm.safety import Collective
+
+# Below this, "auto" picks recursive doubling. Where the two cost formulas cross depends on
+# alpha: at p = 2, L alpha + N(beta + gamma) = 2 alpha + N(beta + gamma/2) at N = 2 alpha/gamma.
+# MPICH, with alpha ~ 1 us, switches at 2 KiB; a message sent from Python costs ~5-8 us, which
+# moves the crossover to ~100-500 KiB (measured at p = 2). 64 KiB stays on the safe side for any p.
+AUTO_SMALL_BYTES = 64 * 1024
+
+
+def broadcast(comm: Communicator, array: Any, root: int = 0) -> Any:
+    """Copy ``root``'s array to every rank, along a binomial tree; returns ``array``.
+
+    Number ranks relative to the root, v = (rank - root) mod p. In round k
+    (k = 0, 1, ...) every rank v < 2^k, which already has the data, sends it to
+    v + 2^k, so the number of ranks holding it doubles each round.
+    Cost ``ceil(log2 p) (alpha + N beta)``; a rank sends N bytes to each of its
+    children (the root: ceil(log2 p) times N).
+    """
+    flat = prepare(comm, array, "broadcast")
+    if not isinstance(root, (int, np.integer)) or not 0 <= root < comm.size:
+        raise ValueError(f"broadcast: root must be a rank in [0, {comm.size}), got {root!r}")
+    with Collective(comm, "broadcast", None, flat.dtype, flat.size, f"root={root}"):
+        _broadcast(comm, flat, int(root))
+    return array
+
+
+def _broadcast(comm: Communicator, flat: Any, root: int) -> None:
+    p = comm.size
+    if p == 1 or flat.size == 0:
+        return
+    relative = (comm.rank - root) % p
+    # Receive from the parent: the rank that differs from us in our lowest set bit.
+    mask = 1
+    while mask < p:
+        if relative & mask:
+            comm.recv(flat, (relative - mask + root) % p, TAG_COLLECTIVE)
+            break
+        mask <<= 1
+    # Send to the children: relative + 2^k for every 2^k below that bit (biggest first).
+    mask >>= 1
+    while mask > 0:
+        if relative + mask < p:
+            comm.send(flat, (relative + mask + root) % p, TAG_COLLECTIVE)
+        mask >>= 1
+
+
+def naive_allreduce(comm: Communicator, array: Any, op: str = "sum") -> Any:
+    """The baseline: every rank sends its array to rank 0, which reduces and sends back.
+
+    Rank 0 receives p - 1 arrays, one after another, then sends p - 1 copies:
+    its link carries 2(p-1) N bytes while the others idle, so the time grows
+    linearly with p: ``2(p-1)(alpha + N beta) + (p-1) N gamma``. Bytes sent
+    per rank: rank 0 (p-1) N, every other rank N.
+    """
+    return _run(comm, array, op, "naive_allreduce", _naive)
+
+
+def _naive(comm: Communicator, flat: Any, op: str) -> None:
+    if comm.rank == 0:
+        combine = combiner(flat, op)
+        incoming = scratch(comm, flat, flat.size)
+        for source in range(1, comm.size):  # a fixed order: ((x0 + x1) + x2) + ...
+            comm.recv(incoming, source, TAG_COLLECTIVE)
+            combine(flat, incoming, out=flat)
+        finish_mean(flat, comm.size, op)
+        for dest in range(1, comm.size):
+            comm.send(flat, dest, TAG_COLLECTIVE)
+    else:
+        comm.send(flat, 0, TAG_COLLECTIVE)
+        comm.recv(flat, 0, TAG_COLLECTIVE)  # already divided by rank 0 for op="mean"
+
+
+def tree_allreduce(comm: Communicator, array: Any, op: str = "sum") -> Any:
+    """Binomial-tree reduce to rank 0, then binomial-tree broadcast.
+
+    Reduce: in round k (mask 2^k) every rank with bit k set sends its partial
+    result to rank - 2^k and drops out; the receiver combines. After
+    L = ceil(log2 p) rounds rank 0 holds the result, which the broadcast sends
+    back down the same tree. Cost ``2 L (alpha + N beta) + L N gamma``: fewer
+    latencies than naive, but every round moves the whole array.
+    """
+    return _run(comm, array, op, "tree_allreduce", _tree)
+
+
+def _tree(comm: Communicator, flat: Any, op: str) -> None:
+    combine = combiner(flat, op)
+    rank, mask = comm.rank, 1
+    while mask < comm.size:
+        if rank & mask:  # hand our partial result down the tree and stop
+            comm.send(flat, rank - mask, TAG_COLLECTIVE)
+            break
+        if rank + mask < comm.size:
+            incoming = scratch(comm, flat, flat.size)
+            comm.recv(incoming, rank + mask, TAG_COLLECTIVE)
+            combine(flat, incoming, out=flat)  # the lower rank's data first, always
+        mask <<= 1
+    if rank == 0:
+        finish_mean(flat, comm.size, op)
+    _broadcast(comm, flat, 0)
+
+
+def recursive_doubling_allreduce(comm: Communicator, array: Any, op: str = "sum") -> Any:
+    """Latency-optimal all-reduce: in round k, rank r swaps arrays with rank r XOR 2^k.
+
+    After round k every rank holds the combination of its block of 2^(k+1)
+    ranks, so log2 p rounds suffice. Both partners compute ``combine(lower
+    rank's value, higher rank's value)``: the same operands in the same order,
+    hence the same bits. When p is not a power of two, the first 2*rem ranks
+    (rem = p - 2^floor(log2 p)) first pair up (even sends to odd, which
+    combines), the rest double, and the odd ranks send the result back.
+    Cost ``L (alpha + N beta + N gamma)`` (+ ``2 (alpha + N beta)`` if p is not
+    a power of two): best for small arrays, wasteful for big ones.
+    """
+    return _run(comm, array, op, "recursive_doubling_allreduce", _recursive_doubling)
+
+
+def _recursive_doubling(comm: Communicator, flat: Any, op: str) -> None:
+    p, rank = comm.size, comm.rank
+    combine = combiner(flat, op)
+    incoming = scratch(comm, flat, flat.size)
+    power = 1 << (p.bit_length() - 1)  # largest power of two <= p
+    rem = p - power
+    if rank < 2 * rem:  # fold the extra ranks in: rank 2i -> rank 2i+1
+        if rank % 2 == 0:
+            comm.send(flat, rank + 1, TAG_COLLECTIVE)
+            virtual = -1  # sits out the doubling
+        else:
+            comm.recv(incoming, rank - 1, TAG_COLLECTIVE)
+            combine(incoming, flat, out=flat)
+            virtual = rank // 2
+    else:
+        virtual = rank - rem
+    if virtual >= 0:
+        mask = 1
+        while mask < power:  # virtual ranks v and v ^ mask swap and combine
+            other = virtual ^ mask
+            partner = 2 * other + 1 if other < rem else other + rem
+            comm.sendrecv(flat, partner, incoming, partner, TAG_COLLECTIVE, TAG_COLLECTIVE)
+            if partner < rank:
+                combine(incoming, flat, out=flat)
+            else:
+                combine(flat, incoming, out=flat)
+            mask <<= 1
+        finish_mean(flat, p, op)
+    if rank < 2 * rem:  # hand the result back to the ranks that sat out
+        if rank % 2 == 0:
+            comm.recv(flat, rank + 1, TAG_COLLECTIVE)
+        else:
+            comm.send(flat, rank - 1, TAG_COLLECTIVE)
+
+
+def ring_allreduce(comm: Communicator, array: Any, op: str = "sum") -> Any:
+    """Ring all-reduce: a ring reduce-scatter, then a ring all-gather (see ``ring.py``).
+
+    Example at p = 4, chunks 0..3 (rank r ends the first phase owning chunk r):
+
+        reduce-scatter step 1: rank 0 -> 1 chunk 3, 1 -> 2 chunk 0, 2 -> 3 chunk 1, 3 -> 0 chunk 2
+        reduce-scatter step 2: rank 0 -> 1 chunk 2, 1 -> 2 chunk 3, 2 -> 3 chunk 0, 3 -> 0 chunk 1
+        reduce-scatter step 3: rank 0 -> 1 chunk 1, 1 -> 2 chunk 2, 2 -> 3 chunk 3, 3 -> 0 chunk 0
+        all-gather steps 1-3:  rank r -> r+1 chunk r, then r-1, then r-2 (received in place)
+
+    Each receiver adds what it gets during reduce-scatter and simply stores it
+    during all-gather. Cost ``2(p-1) alpha + 2(p-1)/p N beta + (p-1)/p N gamma``.
+    Bytes sent per rank exactly ``2N - c_r - c_{(r+1) % p}`` for chunk lengths c
+    (``2(p-1)/p N`` when p divides N): flat in p, hence bandwidth-optimal.
+    Chunks over ``ring.SLAB_BYTES`` (2 MiB) are done in K slabs so the data stays in
+    cache between receiving, adding and sending it: same bytes, K times the messages.
+    """
+    return _run(comm, array, op, "ring_allreduce", _ring)
+
+
+def _ring(comm: Communicator, flat: Any, op: str) -> None:
+    ring_allreduce_steps(comm, flat, op)  # in ring.py: the steps, slab by slab
+
+
+def _run(comm: Communicator, array: Any, op: str, name: str, core: Any) -> Any:
+    """Check, announce (for timeouts and MINIPAR_DEBUG), then run one all-reduce core."""
+    flat = prepare(comm, array, name, op)
+    with Collective(comm, name, op, flat.dtype, flat.size):
+        if comm.size > 1 and flat.size > 0:
+            core(comm, flat, op)
+    return array
+
+
+ALGORITHMS = {
+    "ring": _ring,
+    "naive": _naive,
+    "tree": _tree,
+    "recursive_doubling": _recursive_doubling,
+}
+
+
+def allreduce(comm: Communicator, array: Any, op: str = "sum", algorithm: str = "ring") -> Any:
+    """All-reduce ``array`` in place with the chosen algorithm; returns ``array``.
+
+    ``algorithm``: "ring", "naive", "tree", "recursive_doubling" or "auto"
+    (recursive doubling below ``AUTO_SMALL_BYTES`` = 64 KiB, ring from there on).
+    ``op``: "sum", "mean" (floating dtypes), "max" or "min".
+    """
+    flat = prepare(comm, array, "allreduce", op)
+    if algorithm == "auto":
+        algorithm = "recursive_doubling" if flat.nbytes < AUTO_SMALL_BYTES else "ring"
+    core = ALGORITHMS.get(algorithm)
+    if core is None:
+        raise ValueError(
+            f"allreduce: algorithm must be one of {sorted(ALGORITHMS) + ['auto']}, got {algorithm!r}"
+        )
+    with Collective(comm, "allreduce", op, flat.dtype, flat.size, f"algorithm={algorithm}"):
+        if comm.size > 1 and flat.size > 0:
+            core(comm, flat, op)
+    return array
+
+
+__all__ = [
+    "ALGORITHMS", "AUTO_SMALL_BYTES", "allgather", "allreduce", "broadcast", "naive_allreduce",
+    "recursive_doubling_allreduce", "reduce_scatter", "ring_allreduce", "tree_allreduce",
+]

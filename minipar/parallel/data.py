@@ -1,0 +1,340 @@
+"""Data parallelism: every rank holds the whole model, runs its own share of the batch,
+and the ranks average their gradients before the optimizer step.
+
+    mpiexec -n 4 python -m mpi4py lessons/04_data_parallel.py
+
+Why averaging is exact. With the loss a mean over a global batch of p*b samples
+and each rank's loss L_r the mean over its b samples, L = (1/p) sum_r L_r, so
+grad L = (1/p) sum_r grad L_r: p ranks that average their gradients take exactly
+the step one process takes on the whole batch (up to float rounding).
+
+Two forms, the naive one first:
+
+- ``allreduce_gradients`` / ``NaiveDataParallel``: after backward, one ring
+  all-reduce per parameter. Bytes sent per rank and step: 2(p-1)/p * N * itemsize
+  (N parameter elements), in 2(p-1) messages *per parameter*, none of it
+  overlapping computation.
+- ``DistributedDataParallel``: the same bytes, in 2(p-1) messages per *bucket*,
+  started while backward is still computing the earlier layers' gradients.
+
+How DDP works, step by step:
+
+1. Construction broadcasts rank 0's parameters and buffers (ranks may start
+   different). Parameters are packed, in reverse registration order (the order
+   backward finishes them: last layer first), into buckets of at most
+   ``bucket_cap_mb`` MiB; a parameter bigger than that gets a bucket of its own.
+   A bucket of several parameters is one flat contiguous array, each parameter
+   owning a view of it (``buckets.py``).
+2. ``forward`` (outside ``no_sync()``) arms the next backward.
+3. The autograd engine calls ``_grad_ready_hook(param)`` as soon as a leaf's
+   ``.grad`` is final. The hook copies it into its bucket view and makes
+   ``param.grad`` *that view* (gradient-as-bucket-view): the average lands in
+   ``.grad`` with no copy back. Memory: the flat buffers hold N * itemsize
+   bytes per rank and *are* the gradients (the engine's fresh arrays are freed
+   after the copy). With ``overlap=False`` a one-parameter bucket skips the
+   copy and its gradient array is reduced in place after backward (during
+   backward another node may still be reading that array).
+4. When a bucket's last gradient arrives the bucket is ready. Ready buckets are
+   launched strictly in bucket order (bucket k+1 waits for bucket k), so every
+   rank issues the same collectives in the same order whatever order its hooks
+   fire in. With ``overlap=True`` a communication thread runs each launched
+   bucket's ring all-reduce (op "mean") while the main thread keeps
+   differentiating: NumPy's matmuls and MPI's waits release the GIL.
+5. At the end of backward (a callback queued with ``autograd.queue_callback``)
+   parameters that got no gradient are handled, the remaining buckets are
+   launched, and the main thread waits for the ones still in flight. So
+   ``loss.backward()`` returns with averaged gradients and ``step`` waits for nothing.
+
+Thread rules. While a backward's communication thread lives it owns the
+communicator (the main thread makes no calls on it until it is joined), so
+MPI sees one caller at a time. An exception on that thread is re-raised on the
+main thread, unchanged, at the latest when backward ends -- never swallowed.
+The ring's result is computed once per chunk and copied, so every rank holds
+bit-identical gradients, independent of timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from minipar import autograd, trace
+from minipar.backend import get_array_module
+from minipar.comm import Communicator, allreduce, broadcast
+from minipar.nn.module import Module, Parameter
+from minipar.parallel.buckets import Bucket, CommThread, MiB, assign_buckets
+
+
+def _check_comm(comm: Any, who: str) -> None:
+    if not isinstance(comm, Communicator):
+        raise TypeError(f"{who} needs a minipar.comm Communicator (from world() or run_local), "
+                        f"got {type(comm).__name__}")
+
+
+def _trainable(module: Any, who: str) -> list[tuple[str, Parameter]]:
+    if not isinstance(module, Module):
+        raise TypeError(f"{who} wraps a minipar.nn.Module, got {type(module).__name__}")
+    named = [(name, param) for name, param in module.named_parameters() if param.requires_grad]
+    if not named:
+        raise ValueError(f"{who}: the module has no parameters that require grad, so there is "
+                         f"nothing to synchronise (got {type(module).__name__})")
+    return named
+
+
+def broadcast_module(module: Module, comm: Communicator, root: int = 0) -> None:
+    """Copy rank ``root``'s parameters and buffers into every rank's module, in place.
+
+    A short signature goes first, so ranks holding different models fail with
+    a message saying so instead of a size mismatch deep inside a receive.
+    """
+    params = list(module.parameters())
+    buffers = [(owner, name, array) for owner in module.modules()
+               for name, array in owner._buffers.items() if hasattr(array, "dtype")]
+    mine = np.array([len(params), sum(p.data.nbytes for p in params),
+                     len(buffers), sum(array.nbytes for _, _, array in buffers)], dtype=np.int64)
+    theirs = broadcast(comm, mine.copy(), root)
+    if not np.array_equal(mine, theirs):
+        raise ValueError(
+            f"rank {comm.rank}'s module has (parameters, parameter bytes, buffers, buffer bytes) = "
+            f"{tuple(mine.tolist())} but rank {root}'s has {tuple(theirs.tolist())}: every rank must "
+            "build the same model before wrapping it")
+    for param in params:
+        data = param.data
+        if not (data.flags.c_contiguous and data.flags.writeable):
+            data = get_array_module(data).array(data, order="C")
+        param.data = broadcast(comm, data, root)
+    for owner, name, array in buffers:
+        if not (array.flags.c_contiguous and array.flags.writeable):
+            array = get_array_module(array).array(array, order="C")
+        owner.register_buffer(name, broadcast(comm, array, root))
+
+
+def allreduce_gradients(params: list[Parameter], comm: Communicator) -> None:
+    """The naive sync: average every gradient with its own ring all-reduce, after backward.
+
+    Every rank must call it with the same parameters in the same order. A
+    parameter without a gradient on this rank contributes zeros (its ``.grad``
+    becomes the average). Cost per step: 2(p-1) messages per parameter;
+    bytes sent per rank 2(p-1)/p * N * itemsize.
+    """
+    if comm.size == 1:
+        return
+    for param in params:
+        xp = get_array_module(param.data)
+        if param.grad is None:
+            param.grad = xp.zeros_like(param.data)
+        elif not param.grad.flags.c_contiguous:
+            param.grad = xp.ascontiguousarray(param.grad)
+        with trace.span("allreduce parameter", "comm", rank=_trace_rank(comm), bytes=param.grad.nbytes):
+            allreduce(comm, param.grad, op="mean", algorithm="ring")
+
+
+def _trace_rank(comm: Communicator) -> int | None:
+    """Row for trace spans: the world rank under run_local (threads share one process)."""
+    return getattr(comm, "world_rank", None)
+
+
+class _Wrapper:
+    """What both data-parallel wrappers share: the module's interface, passed through."""
+
+    module: Module
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+    def parameters(self) -> Iterator[Parameter]:
+        return self.module.parameters()
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        return self.module.named_parameters(prefix)
+
+    def state_dict(self) -> Any:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
+        self.module.load_state_dict(state_dict, strict)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.module.zero_grad(set_to_none)
+
+    def train(self, mode: bool = True) -> _Wrapper:
+        self.module.train(mode)
+        return self
+
+    def eval(self) -> _Wrapper:
+        return self.train(False)
+
+    @property
+    def training(self) -> bool:
+        return self.module.training
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(\n  (module): " + repr(self.module).replace("\n", "\n  ") + "\n)"
+
+
+class NaiveDataParallel(_Wrapper):
+    """Broadcast at construction; call ``allreduce_gradients()`` between backward and step."""
+
+    def __init__(self, module: Module, comm: Communicator) -> None:
+        _check_comm(comm, "NaiveDataParallel")
+        self.params = [param for _, param in _trainable(module, "NaiveDataParallel")]
+        self.module, self.comm = module, comm
+        broadcast_module(module, comm)
+
+    def allreduce_gradients(self) -> None:
+        allreduce_gradients(self.params, self.comm)
+
+
+class DistributedDataParallel(_Wrapper):
+    """Bucketed gradient averaging, overlapped with backward (see the module docstring).
+
+    ``find_unused_parameters=False``: a parameter that gets no gradient in a
+    synchronising backward raises a RuntimeError naming it (on every rank that
+    lacks it), rather than leaving the other ranks waiting. With True such a
+    parameter counts as a zero gradient on this rank, and one extra small
+    all-reduce per step tells the ranks which parameters nobody used: those
+    keep ``.grad`` None, exactly as on one process.
+    """
+
+    def __init__(self, module: Module, comm: Communicator, bucket_cap_mb: float = 25,
+                 overlap: bool = True, find_unused_parameters: bool = False) -> None:
+        _check_comm(comm, "DistributedDataParallel")
+        named = _trainable(module, "DistributedDataParallel")
+        if isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, (int, float)) \
+                or not bucket_cap_mb > 0:
+            raise ValueError(f"bucket_cap_mb must be a positive number of MiB, got {bucket_cap_mb!r}")
+        if overlap and comm.size > 1 and getattr(comm, "thread_multiple", True) is False:
+            raise ValueError("overlap=True runs collectives on a second thread, which needs MPI "
+                             "initialised with MPI_THREAD_MULTIPLE; pass overlap=False")
+        self.module, self.comm = module, comm
+        self.bucket_cap_mb, self.overlap = bucket_cap_mb, bool(overlap)
+        self.find_unused_parameters = bool(find_unused_parameters)
+        broadcast_module(module, comm)
+        self.bucket_layout = [[name for name, _ in group] for group in
+                              assign_buckets(named[::-1], bucket_cap_mb * MiB)]
+        self.buckets: list[Bucket] = []
+        self._sync_enabled = True  # False inside no_sync()
+        self._armed = False  # the next backward averages (set by forward)
+        self._callback_queued = False
+        self._next_launch = 0
+        self._deferred: list[Callable[[], None]] = []  # overlap=False: run at the end of backward
+        self._comm_thread: CommThread | None = None
+        self._used = np.zeros(0)
+        if comm.size == 1:
+            return  # one rank: the local gradient is the average; nothing to do after the broadcast
+        by_name = dict(named)
+        for index, names in enumerate(self.bucket_layout):
+            bucket = Bucket(index, [(name, by_name[name]) for name in names])
+            self.buckets.append(bucket)
+            for position, param in enumerate(bucket.params):
+                param.register_post_accumulate_grad_hook(partial(self._grad_ready_hook, bucket, position))
+
+    # ----- the training loop's side ---------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.buckets and autograd.is_grad_enabled():
+            if self._sync_enabled:
+                self._prepare_for_backward()
+            else:
+                self._armed = False
+        return self.module(*args, **kwargs)
+
+    @contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Backwards of forwards run inside accumulate locally; the first one after syncs the sum."""
+        previous, self._sync_enabled = self._sync_enabled, False
+        try:
+            yield
+        finally:
+            self._sync_enabled = previous
+
+    def _prepare_for_backward(self) -> None:
+        if self._comm_thread is not None:  # an earlier backward raised midway: settle it first
+            thread, self._comm_thread = self._comm_thread, None
+            thread.finish()
+        for bucket in self.buckets:
+            bucket.ready = [False] * len(bucket.params)
+            bucket.pending = len(bucket.params)
+        self._next_launch = 0
+        self._deferred = []
+        self._callback_queued = False
+        self._armed = True
+
+    # ----- during backward ------------------------------------------------------------------
+    def _grad_ready_hook(self, bucket: Bucket, position: int, param: Parameter) -> None:
+        """Called by the engine once ``param.grad`` is final for this backward."""
+        if not self._armed:
+            return  # no_sync(), or a backward this wrapper's forward did not start
+        if not self._callback_queued:
+            autograd.queue_callback(self._finish_gradient_sync)
+            self._callback_queued = True
+        # .grad becomes the array that will hold the average; reduce in place only if that
+        # waits for the end of backward (see Bucket.put)
+        param.grad = bucket.put(position, param.grad, in_place=not self.overlap)
+        bucket.ready[position] = True
+        bucket.pending -= 1
+        if bucket.pending == 0:
+            self._launch_ready_buckets()
+
+    def _launch_ready_buckets(self) -> None:
+        """Launch buckets strictly in order: the same collective sequence on every rank."""
+        while self._next_launch < len(self.buckets) and self.buckets[self._next_launch].pending == 0:
+            self._launch(partial(self._allreduce_bucket, self.buckets[self._next_launch]))
+            self._next_launch += 1
+
+    def _launch(self, job: Callable[[], None]) -> None:
+        if not self.overlap:
+            self._deferred.append(job)
+            return
+        if self._comm_thread is None:
+            self._comm_thread = CommThread(f"ddp-comm-rank{self.comm.rank}")
+        self._comm_thread.submit(job)
+
+    def _allreduce_bucket(self, bucket: Bucket) -> None:
+        with trace.span(f"allreduce bucket {bucket.index}", "comm", rank=_trace_rank(self.comm),
+                        bytes=bucket.nbytes, params=len(bucket.params)):
+            allreduce(self.comm, bucket.flat, op="mean", algorithm="ring")
+
+    def _finish_gradient_sync(self) -> None:
+        """End of backward: handle unused parameters, launch the rest, wait for what is in flight."""
+        self._armed = self._callback_queued = False
+        missing = [(bucket, i) for bucket in self.buckets for i, ready in enumerate(bucket.ready)
+                   if not ready]
+        if missing and not self.find_unused_parameters:
+            self._comm_thread = None  # abandoned: this error ends the job (never wait on peers here)
+            names = [bucket.names[i] for bucket, i in missing]
+            raise RuntimeError(
+                f"DistributedDataParallel: rank {self.comm.rank} got no gradient for {names} in this "
+                "backward, so its bucket would never be all-reduced and the other ranks would wait. "
+                "Pass find_unused_parameters=True if some steps do not use these parameters, or "
+                "make every parameter take part in the loss")
+        if self.find_unused_parameters:
+            self._used = np.array([ready or param.grad is not None for bucket in self.buckets
+                                   for ready, param in zip(bucket.ready, bucket.params)], dtype=np.int64)
+            for bucket, i in missing:  # a zero (or an earlier accumulated) gradient from this rank
+                param = bucket.params[i]
+                grad = param.grad
+                if grad is None:
+                    grad = get_array_module(param.data).zeros_like(param.data)
+                param.grad = bucket.put(i, grad, in_place=True)  # backward is over
+                bucket.pending -= 1
+            self._launch_ready_buckets()
+            self._launch(partial(allreduce, self.comm, self._used, "sum", "auto"))
+        with trace.span("wait for gradient all-reduces", "comm", rank=_trace_rank(self.comm)):
+            for job in self._deferred:
+                job()
+            self._deferred = []
+            if self._comm_thread is not None:
+                thread, self._comm_thread = self._comm_thread, None
+                thread.finish()
+        if self.find_unused_parameters:  # unused on every rank: None, as on one process
+            flat = (param for bucket in self.buckets for param in bucket.params)
+            for param, users in zip(flat, self._used.tolist()):
+                if users == 0:
+                    param.grad = None
