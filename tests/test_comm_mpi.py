@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from mpirun import REPO, assert_ok, requires_mpi, run_mpi
 
+pytestmark = pytest.mark.timeout(240)  # besides run_mpi's own MPIEXEC_TIMEOUT deadline
 WORLD_SIZES = [1, 2, 3, 4, 5]
 ALGORITHMS = ["ring", "naive", "tree", "recursive_doubling", "auto"]
 

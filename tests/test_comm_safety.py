@@ -137,6 +137,7 @@ def test_recv_with_the_wrong_dtype_or_size_names_both() -> None:
 
 # ----- under mpiexec --------------------------------------------------------------------------
 @requires_mpi
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("how", ["main_thread", "background_thread"])
 def test_an_exception_on_one_rank_ends_every_rank_fast_even_under_plain_python(how: str) -> None:
     # started as `python script.py`, not `python -m mpi4py`: minipar's hook must abort
@@ -163,6 +164,7 @@ def test_an_exception_on_one_rank_ends_every_rank_fast_even_under_plain_python(h
 
 
 @requires_mpi
+@pytest.mark.timeout(120)
 def test_an_exception_before_world_is_called_still_aborts_the_job() -> None:
     code = """
         import os
@@ -179,6 +181,7 @@ def test_an_exception_before_world_is_called_still_aborts_the_job() -> None:
 
 
 @requires_mpi
+@pytest.mark.timeout(120)
 def test_mpi_timeout_names_rank_peer_tag_and_collective() -> None:
     code = """
         import time
@@ -199,6 +202,7 @@ def test_mpi_timeout_names_rank_peer_tag_and_collective() -> None:
 
 
 @requires_mpi
+@pytest.mark.timeout(120)
 def test_mpi_debug_mode_reports_a_collective_mismatch_within_10_seconds() -> None:
     code = """
         import numpy as np

@@ -12,7 +12,7 @@ bandwidth); reducing n bytes takes ``n gamma``; N is the array's size in bytes.
 
     algorithm            time                                         bytes sent per rank
     naive (root 0)       2(p-1)(alpha + N beta) + (p-1) N gamma       root (p-1) N, others N
-    tree (binomial)      2 L (alpha + N beta) + L N gamma, L=ceil(log2 p)  at most 2 L N
+    tree (binomial)      2 L (alpha + N beta) + L N gamma, L=ceil(log2 p)  at most L N
     recursive doubling   L (alpha + N beta + N gamma), +2(alpha + N beta) if p not 2^k   ~ L N
     ring                 2(p-1) alpha + 2(p-1)/p N beta + (p-1)/p N gamma   2(p-1)/p N
 
