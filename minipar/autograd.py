@@ -181,6 +181,8 @@ def _accumulate_leaf(leaf: Tensor, grad: Any, handed: set[int]) -> None:
             grad = grad.copy()
         handed.add(id(grad))
         leaf.grad = grad
+    elif leaf.grad.flags.writeable and leaf.grad.shape == grad.shape:
+        leaf.grad += grad  # in place, as PyTorch accumulates: no second gradient-sized array
     else:
         leaf.grad = leaf.grad + grad
     post = getattr(leaf, "_post_accumulate_hooks", None)
