@@ -1,7 +1,7 @@
 """Pipeline bubble measured from each stage's timeline, next to (p-1)/(m+p-1); stash counts at p = 4.
 
-    .venv/bin/python benchmarks/pipeline.py                 # the whole table (~1 minute)
-    .venv/bin/python benchmarks/pipeline.py --rounds 3      # quicker, noisier
+    python benchmarks/pipeline.py                 # the whole table (~1 minute)
+    python benchmarks/pipeline.py --rounds 3      # quicker, noisier
 
 The driver launches its own workers (one BLAS thread per rank) and prints one table:
 
@@ -18,6 +18,13 @@ stage 1's does and both stages cost the same. How the bubble is measured:
     busy_s     = sum of stage s's compute spans: each forward/backward from the end of its
                  receive to the start of its send (message waits and sends excluded)
     bubble     = mean over stages of 1 - busy_s / W
+    bottleneck = min over stages of 1 - busy_s / W   (the idle share of the slowest stage)
+
+The formula assumes stages of exactly equal cost. When one stage is slower (here
+stage 1 also computes the loss, and the two processes never run at quite the same
+speed), the faster stage also waits for it every micro-batch: that imbalance adds
+to the mean but is not the schedule's fill-and-drain bubble, which the slowest
+stage's idle share isolates. Both are printed.
 
 For equal stages theory gives (p-1)/(m+p-1) on every stage (GPipe and 1F1B
 alike). Rounds interleave every (m, schedule) pair; each cell is the median over
@@ -144,9 +151,9 @@ def main() -> None:
     p = bubble["p"]
     print(f"\nPipeline bubble at p = {p}: {BLOCKS} x [Linear({WIDTH},{WIDTH}) + Tanh] float32, "
           f"{MICROBATCH_ROWS} rows per micro-batch, median of {args.rounds} rounds")
-    print("bubble = mean over stages of 1 - busy/W, W = barrier-to-barrier step time; "
-          "diff = median - formula\n")
-    columns = " ".join(f"{s + ' median (min)':>15} {'diff':>7}" for s in SCHEDULES)
+    print("mean = mean over stages of 1 - busy/W, W = barrier-to-barrier step time; "
+          "bneck = min over stages (the slowest stage); diffs = median - formula\n")
+    columns = " ".join(f"{s + ' mean (min)':>15} {'diff':>7} {'bneck':>6} {'diff':>7}" for s in SCHEDULES)
     header = f"{'m':>3} {'(p-1)/(m+p-1)':>14} {columns} {'1f1b step ms':>13} {'busy/mb ms':>11}"
     print(header)
     print("-" * len(header))
@@ -157,7 +164,9 @@ def main() -> None:
             runs = bubble["bubble"][f"{m} {schedule}"]  # [round][stage] = (bubble, W, busy)
             per_round = [float(np.mean([stage[0] for stage in run])) for run in runs]
             measured = statistics.median(per_round)
-            cells.append(f"{measured:7.3f} ({min(per_round):.3f}) {100 * (measured - formula):+6.1f}pp")
+            slowest = statistics.median(min(stage[0] for stage in run) for run in runs)  # least idle
+            cells.append(f"{measured:7.3f} ({min(per_round):.3f}) {100 * (measured - formula):+6.1f}pp"
+                         f" {slowest:6.3f} {100 * (slowest - formula):+6.1f}pp")
         runs = bubble["bubble"][f"{m} 1f1b"]
         step_ms = 1e3 * statistics.median(run[0][1] for run in runs)
         busy_ms = 1e3 * statistics.median(float(np.mean([stage[2] for stage in run])) / m for run in runs)
