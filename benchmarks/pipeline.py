@@ -27,8 +27,18 @@ to the mean but is not the schedule's fill-and-drain bubble, which the slowest
 stage's idle share isolates. Both are printed.
 
 For equal stages theory gives (p-1)/(m+p-1) on every stage (GPipe and 1F1B
-alike). Rounds interleave every (m, schedule) pair; each cell is the median over
-rounds, with the minimum in brackets (a shared machine adds noise, mostly idle time).
+alike).
+
+The workers run with glibc told to keep freed memory (MALLOC_MMAP_THRESHOLD_,
+MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_), as a caching allocator would. Otherwise
+GPipe at m = 16, which stashes 16 micro-batches (~64 MiB a stage), hands that
+memory back to the OS after every backward and page-faults it in again during the
+next forward; the faults land unevenly on the two stages' phases and showed up as
++3 to +4 points of extra idle that belong to the allocator, not the schedule
+(1F1B, stashing at most p - s micro-batches, barely notices).
+
+Rounds interleave every (m, schedule) pair; each cell is the median over rounds,
+with the minimum in brackets (a shared machine adds noise, mostly idle time).
 
 Stash, p = 4, m = 8: the most micro-batches whose activations a stage held at
 once (counted, not timed: 4 ranks share 2 cores). GPipe holds all m on every
@@ -63,6 +73,10 @@ def worker_env(ranks: int) -> dict[str, str]:
         env["MPIR_CVAR_ENABLE_HEAVY_YIELD"] = "1"
     env["MPIEXEC_TIMEOUT"] = "600"
     env.pop("MINIPAR_COMM_TIMEOUT", None)
+    # Keep freed memory in the process (see the docstring): time the schedule, not page faults.
+    for name, value in (("MALLOC_MMAP_THRESHOLD_", "4000000000"), ("MALLOC_TRIM_THRESHOLD_", "4000000000"),
+                        ("MALLOC_TOP_PAD_", str(256 << 20))):
+        env.setdefault(name, value)
     return env
 
 
