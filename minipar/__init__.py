@@ -6,11 +6,11 @@ from MPI point-to-point messages, the mechanisms that big frameworks hide
 """
 
 from minipar.autograd import Function, enable_grad, is_grad_enabled, no_grad
-from minipar.creation import arange, ones, ones_like, rand, randn, zeros, zeros_like
+from minipar.creation import arange, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from minipar.ops import cat, stack
 from minipar.random import get_rng_state, manual_seed, set_rng_state
 from minipar.snapshot import load, save
-from minipar.tensor import Tensor, tensor
+from minipar.tensor import Tensor
 
 __version__ = "0.1.0"
 

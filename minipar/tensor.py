@@ -299,35 +299,6 @@ class Tensor:
         return _ops.transpose(self, None)
 
 
-def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: str = "cpu") -> Tensor:
-    """Make a tensor, PyTorch's ``torch.tensor`` for NumPy users.
-
-    dtype=None: a NumPy/CuPy array keeps its dtype (float64 stays float64);
-    Python numbers and lists become float32 (bools stay bool). A Tensor's data
-    is copied.
-    """
-    if isinstance(data, Tensor):
-        data = data.data.copy()
-    xp = get_array_module(data)
-    if dtype is not None:
-        array = xp.array(data, dtype=np.dtype(dtype))
-    elif hasattr(data, "dtype") and hasattr(data, "shape"):
-        array = xp.array(data)  # an array keeps its dtype; copied like torch.tensor
-    else:
-        array = np.array(data)
-        if array.dtype.kind in "iuf":
-            array = array.astype(np.float32)
-        elif array.dtype.kind != "b":
-            raise TypeError(
-                f"tensor() takes numbers, nested lists of numbers or arrays, got {type(data).__name__}"
-                f" (NumPy read it as dtype {array.dtype})"
-            )
-    if array.dtype.kind not in "biufc":
-        raise TypeError(f"tensor() needs a bool, integer, float or complex dtype, got {array.dtype}")
-    array = to_device(array, device)
-    return Tensor(array, requires_grad=requires_grad)
-
-
 # Bottom imports: ops and autograd need the Tensor class defined above.
 from minipar import autograd as _autograd  # noqa: E402
 from minipar import ops as _ops  # noqa: E402
