@@ -51,6 +51,15 @@ def ranks(world_size: int) -> Any:
 
 # (name, call, exception, regex naming what was expected and what was given)
 CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
+    # every wrapper that takes a communicator says so when given something else
+    ("pipeline without a communicator", lambda: PipelineParallel(mlp(), ranks(2), 2), TypeError,
+     r"PipelineParallel needs a minipar.comm Communicator .*got SimpleNamespace"),
+    ("mesh without a communicator", lambda: ProcessMesh(4, dp=2, tp=2), TypeError,
+     r"ProcessMesh needs a minipar.comm Communicator .*got int"),
+    ("column-parallel layer without a communicator", lambda: ColumnParallelLinear(4, 4, None), TypeError,
+     r"ColumnParallelLinear needs a minipar.comm Communicator .*got NoneType"),
+    ("row-parallel layer without a communicator", lambda: RowParallelLinear(4, 4, "world"), TypeError,
+     r"RowParallelLinear needs a minipar.comm Communicator .*got str"),
     # pipeline
     ("pipeline with more stages than layers", on(3, lambda c: PipelineParallel(
         nn.Sequential(nn.Linear(2, 2), nn.ReLU()), c, microbatches=2)), ValueError,
@@ -154,7 +163,7 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
      r"betas\[1\] must be in \[0, 1\), got 1.5"),
     # snapshots and faults
     ("save_distributed without a communicator", lambda: save_distributed("unused", "comm"), TypeError,
-     r"needs a minipar.comm Communicator, got str"),
+     r"save_distributed needs a minipar.comm Communicator .*got str"),
     ("snapshot of an unsupported value", lambda: minipar.save({"f": print}, "unused.npz"), TypeError,
      r"state\['f'\] is a builtin_function_or_method; expected a dict, list"),
     ("fault spec", lambda: fault.parse_faults("1-13"), ValueError, r"'rank:step' .*got '1-13'"),

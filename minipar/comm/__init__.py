@@ -39,6 +39,7 @@ from minipar.comm.communicator import (
     Communicator,
     DeadlockError,
     Request,
+    require_communicator,
 )
 from minipar.comm.mpi_backend import MPICommunicator, world
 from minipar.comm.ring import ring_schedule
@@ -52,6 +53,7 @@ __all__ = [
     "AUTO_SMALL_BYTES", "USER_TAG_LIMIT", "CollectiveMismatchError", "CommError",
     "CommTimeoutError", "Communicator", "DeadlockError", "LocalCommunicator", "MPICommunicator",
     "Request", "allgather", "allreduce", "broadcast", "naive_allreduce",
-    "recursive_doubling_allreduce", "reduce_scatter", "ring_allreduce", "ring_schedule", "run_local",
+    "recursive_doubling_allreduce", "reduce_scatter",
+    "require_communicator", "ring_allreduce", "ring_schedule", "run_local",
     "tree_allreduce", "world",
 ]

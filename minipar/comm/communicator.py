@@ -73,6 +73,13 @@ def debug_from_env() -> bool:
     return os.environ.get("MINIPAR_DEBUG", "0").strip() not in ("", "0")
 
 
+def require_communicator(comm: Any, who: str) -> None:
+    """TypeError unless ``comm`` is a minipar Communicator (``world()``, ``run_local``, ``split``)."""
+    if not isinstance(comm, Communicator):
+        raise TypeError(f"{who} needs a minipar.comm Communicator (from world() or run_local), "
+                        f"got {type(comm).__name__}")
+
+
 def check_array(array: Any, what: str, writeable: bool = False) -> None:
     """TypeError unless ``array`` is a NumPy/CuPy ndarray; ValueError unless C-contiguous."""
     if type(array) is np.ndarray:  # the common case, quickly

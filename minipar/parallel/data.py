@@ -64,15 +64,9 @@ import numpy as np
 
 from minipar import autograd, trace
 from minipar.backend import get_array_module
-from minipar.comm import Communicator, allreduce, broadcast
+from minipar.comm import Communicator, allreduce, broadcast, require_communicator
 from minipar.nn.module import Module, Parameter
 from minipar.parallel.buckets import Bucket, CommThread, MiB, assign_buckets
-
-
-def _check_comm(comm: Any, who: str) -> None:
-    if not isinstance(comm, Communicator):
-        raise TypeError(f"{who} needs a minipar.comm Communicator (from world() or run_local), "
-                        f"got {type(comm).__name__}")
 
 
 def _trainable(module: Any, who: str) -> list[tuple[str, Parameter]]:
@@ -183,7 +177,7 @@ class NaiveDataParallel(_Wrapper):
     """Broadcast at construction; call ``allreduce_gradients()`` between backward and step."""
 
     def __init__(self, module: Module, comm: Communicator) -> None:
-        _check_comm(comm, "NaiveDataParallel")
+        require_communicator(comm, "NaiveDataParallel")
         self.params = [param for _, param in _trainable(module, "NaiveDataParallel")]
         self.module, self.comm = module, comm
         broadcast_module(module, comm)
@@ -205,7 +199,7 @@ class DistributedDataParallel(_Wrapper):
 
     def __init__(self, module: Module, comm: Communicator, bucket_cap_mb: float = 25,
                  overlap: bool = True, find_unused_parameters: bool = False) -> None:
-        _check_comm(comm, "DistributedDataParallel")
+        require_communicator(comm, "DistributedDataParallel")
         named = _trainable(module, "DistributedDataParallel")
         if isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, (int, float)) \
                 or not bucket_cap_mb > 0:

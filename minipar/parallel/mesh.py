@@ -45,7 +45,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from minipar.backend import get_array_module
-from minipar.comm import allreduce
+from minipar.comm import allreduce, require_communicator
 
 
 class ProcessMesh:
@@ -55,6 +55,7 @@ class ProcessMesh:
     """
 
     def __init__(self, comm: Any, dp: int = 1, pp: int = 1, tp: int = 1) -> None:
+        require_communicator(comm, "ProcessMesh")
         for name, value in (("dp", dp), ("pp", pp), ("tp", tp)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ProcessMesh {name} must be a positive int, got {value!r}")

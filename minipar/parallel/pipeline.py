@@ -52,6 +52,7 @@ import numpy as np
 from minipar import trace
 from minipar.autograd import no_grad
 from minipar.backend import get_array_module
+from minipar.comm import require_communicator
 from minipar.nn import Sequential
 from minipar.parallel.pipeline_comm import (
     MAX_NDIM,
@@ -124,6 +125,7 @@ class PipelineParallel:
                  balance: list[int] | None = None, checkpoint: bool = False) -> None:
         if not isinstance(module, Sequential):
             raise TypeError(f"PipelineParallel needs an nn.Sequential, got {type(module).__name__}")
+        require_communicator(comm, "PipelineParallel")
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
         if not isinstance(microbatches, int) or isinstance(microbatches, bool) or microbatches < 1:

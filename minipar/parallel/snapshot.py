@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from minipar.comm import Communicator, allgather, broadcast
+from minipar.comm import Communicator, allgather, broadcast, require_communicator
 from minipar.snapshot import from_bytes, load, save, to_bytes
 
 MANIFEST = "manifest.npz"
@@ -83,8 +83,7 @@ def save_distributed(path: str | os.PathLike[str], comm: Communicator, shared: A
     ``gather=True``: rank 0 writes one file (the manifest holds the local states);
     ``gather=False``: every rank writes a shard file, rank 0 the manifest.
     """
-    if not isinstance(comm, Communicator):
-        raise TypeError(f"save_distributed needs a minipar.comm Communicator, got {type(comm).__name__}")
+    require_communicator(comm, "save_distributed")
     path = os.fspath(path)
     rank, size = comm.rank, comm.size
     generation = np.zeros(1, dtype=np.int64)

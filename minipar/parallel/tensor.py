@@ -30,7 +30,7 @@ import numpy as np
 
 from minipar.autograd import Function
 from minipar.backend import get_array_module
-from minipar.comm import allgather, allreduce
+from minipar.comm import allgather, allreduce, require_communicator
 from minipar.nn import Linear, Module, Parameter
 from minipar.nn.linear import LinearFunction
 from minipar.random import generator
@@ -140,6 +140,7 @@ class _ParallelLinear(Module):
     def __init__(self, in_features: int, out_features: int, comm: Any, bias: bool = True,
                  dtype: Any = np.float32) -> None:
         super().__init__()
+        require_communicator(comm, type(self).__name__)
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{type(self).__name__} {name} must be a positive integer, got {value!r}")

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from minipar.backend import get_array_module
-from minipar.comm import Communicator, allgather, broadcast, reduce_scatter
+from minipar.comm import Communicator, allgather, broadcast, reduce_scatter, require_communicator
 from minipar.nn.module import Parameter
 from minipar.optim import Optimizer
 from minipar.tensor import Tensor
@@ -62,9 +62,7 @@ class ZeroOptimizer:
 
     def __init__(self, optimizer_class: type[Optimizer], params: Iterable[Any], comm: Communicator,
                  **optimizer_kwargs: Any) -> None:
-        if not isinstance(comm, Communicator):
-            raise TypeError("ZeroOptimizer needs a minipar.comm Communicator (from world() or "
-                            f"run_local), got {type(comm).__name__}")
+        require_communicator(comm, "ZeroOptimizer")
         if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
             raise TypeError("ZeroOptimizer's first argument is an optimizer class such as optim.Adam, "
                             f"got {optimizer_class!r}")
