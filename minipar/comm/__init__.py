@@ -20,6 +20,7 @@ blocking wait), ``MINIPAR_DEBUG=1`` (check that all ranks call the same
 collective), ``MINIPAR_CUDA_AWARE_MPI=1`` (hand CuPy arrays to MPI directly).
 """
 
+from minipar.comm._common import chunk_bounds
 from minipar.comm.collectives import (
     AUTO_SMALL_BYTES,
     allgather,
@@ -52,7 +53,7 @@ if (launched_rank_and_size() or (0, 1))[1] > 1:  # started by mpiexec with sever
 __all__ = [
     "AUTO_SMALL_BYTES", "USER_TAG_LIMIT", "CollectiveMismatchError", "CommError",
     "CommTimeoutError", "Communicator", "DeadlockError", "LocalCommunicator", "MPICommunicator",
-    "Request", "allgather", "allreduce", "broadcast", "naive_allreduce",
+    "Request", "allgather", "allreduce", "broadcast", "chunk_bounds", "naive_allreduce",
     "recursive_doubling_allreduce", "reduce_scatter",
     "require_communicator", "ring_allreduce", "ring_schedule", "run_local",
     "tree_allreduce", "world",

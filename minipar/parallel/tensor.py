@@ -30,7 +30,7 @@ import numpy as np
 
 from minipar.autograd import Function
 from minipar.backend import get_array_module
-from minipar.comm import allgather, allreduce, require_communicator
+from minipar.comm import allgather, allreduce, chunk_bounds, require_communicator
 from minipar.nn import Linear, Module, Parameter
 from minipar.nn.linear import LinearFunction
 from minipar.random import generator
@@ -40,12 +40,6 @@ from minipar.tensor import Tensor
 def _allreduce_sum(comm: Any, array: Any) -> Any:
     """Sum of ``array`` over the group, in a fresh array (ring all-reduce)."""
     return allreduce(comm, array.copy(), op="sum")  # copy: C-contiguous, and never the caller's array
-
-
-def _bounds(length: int, parts: int) -> list[int]:
-    """Offsets of ``numpy.array_split(range(length), parts)``: part r is [b[r], b[r+1])."""
-    base, extra = divmod(length, parts)
-    return [r * base + min(r, extra) for r in range(parts + 1)]
 
 
 def _gather_last_axis(comm: Any, local: Any, bounds: list[int]) -> Any:
@@ -166,7 +160,7 @@ class _ParallelLinear(Module):
         if split < comm.size:
             raise ValueError(f"{type(self).__name__}: {split} features cannot be split over "
                              f"{comm.size} ranks (each rank needs at least one)")
-        self.bounds = _bounds(split, comm.size)
+        self.bounds = chunk_bounds(split, comm.size)
         lo, hi = self.bounds[comm.rank], self.bounds[comm.rank + 1]
         block = weight[lo:hi] if self.split_axis == 0 else weight[:, lo:hi]
         self.weight = Parameter(block.copy())

@@ -38,16 +38,17 @@ from typing import Any
 import numpy as np
 
 from minipar.backend import get_array_module
-from minipar.comm import Communicator, allgather, broadcast, reduce_scatter, require_communicator
+from minipar.comm import (
+    Communicator,
+    allgather,
+    broadcast,
+    chunk_bounds,
+    reduce_scatter,
+    require_communicator,
+)
 from minipar.nn.module import Parameter
 from minipar.optim import Optimizer
 from minipar.tensor import Tensor
-
-
-def shard_bounds(length: int, world_size: int) -> list[int]:
-    """``numpy.array_split`` offsets: rank r owns ``[b[r], b[r+1])`` of ``length`` elements."""
-    base, extra = divmod(length, world_size)
-    return [r * base + min(r, extra) for r in range(world_size + 1)]
 
 
 class ZeroOptimizer:
@@ -98,7 +99,7 @@ class ZeroOptimizer:
         broadcast(comm, self.flat_params)  # rank 0's weights everywhere, as DDP does
         for param, view in zip(self.params, self._param_views):
             param.data = view
-        bounds = shard_bounds(self.total_length, comm.size)
+        bounds = chunk_bounds(self.total_length, comm.size)
         self.shard_bounds = (bounds[comm.rank], bounds[comm.rank + 1])
         self._shard_view = self.flat_params[self.shard_bounds[0]:self.shard_bounds[1]]
         self.shard = Parameter(self._shard_view)  # the one parameter the wrapped optimizer sees
@@ -145,7 +146,7 @@ class ZeroOptimizer:
         inner = self.optimizer.state_dict()
         return {**inner, "zero": {
             "stage": 1, "world_size": self.comm.size, "rank": self.comm.rank,
-            "shard_bounds": shard_bounds(self.total_length, self.comm.size),
+            "shard_bounds": chunk_bounds(self.total_length, self.comm.size),
             "total_length": self.total_length,
         }}
 
@@ -179,7 +180,7 @@ def reshard_state_dicts(state_dicts: list[dict[str, Any]], world_size: int) -> l
                          f"got ranks {[m.get('rank') for m in metas]}")
     if not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive int, got {world_size!r}")
-    bounds = shard_bounds(total, world_size)
+    bounds = chunk_bounds(total, world_size)
     merged: dict[Any, dict[str, Any]] = {}
     for key, entry in state_dicts[0]["state"].items():
         merged[key] = {}
