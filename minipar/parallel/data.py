@@ -67,6 +67,7 @@ from minipar.backend import get_array_module
 from minipar.comm import Communicator, allreduce, broadcast, require_communicator
 from minipar.nn.module import Module, Parameter
 from minipar.parallel.buckets import Bucket, CommThread, MiB, assign_buckets
+from minipar.parallel.wrapper import ModuleWrapper
 
 
 def _trainable(module: Any, who: str) -> list[tuple[str, Parameter]]:
@@ -132,48 +133,7 @@ def _trace_rank(comm: Communicator) -> int | None:
     return getattr(comm, "world_rank", None)
 
 
-class _Wrapper:
-    """What both data-parallel wrappers share: the module's interface, passed through."""
-
-    module: Module
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.module(*args, **kwargs)
-
-    def parameters(self) -> Iterator[Parameter]:
-        return self.module.parameters()
-
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        return self.module.named_parameters(prefix)
-
-    def state_dict(self) -> Any:
-        return self.module.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
-        self.module.load_state_dict(state_dict, strict)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.module.zero_grad(set_to_none)
-
-    def train(self, mode: bool = True) -> _Wrapper:
-        self.module.train(mode)
-        return self
-
-    def eval(self) -> _Wrapper:
-        return self.train(False)
-
-    @property
-    def training(self) -> bool:
-        return self.module.training
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(\n  (module): " + repr(self.module).replace("\n", "\n  ") + "\n)"
-
-
-class NaiveDataParallel(_Wrapper):
+class NaiveDataParallel(ModuleWrapper):
     """Broadcast at construction; call ``allreduce_gradients()`` between backward and step."""
 
     def __init__(self, module: Module, comm: Communicator) -> None:
@@ -186,7 +146,7 @@ class NaiveDataParallel(_Wrapper):
         allreduce_gradients(self.params, self.comm)
 
 
-class DistributedDataParallel(_Wrapper):
+class DistributedDataParallel(ModuleWrapper):
     """Bucketed gradient averaging, overlapped with backward (see the module docstring).
 
     ``find_unused_parameters=False``: a parameter that gets no gradient in a
