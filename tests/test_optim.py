@@ -28,6 +28,18 @@ def gradient_of(param: np.ndarray, step: int) -> np.ndarray:
     return np.sin(3 * param + step) + 0.1 * param ** 3
 
 
+def step_both_and_compare(ours, theirs, our_opt, their_opt, steps):
+    """Feed both optimizers the same gradients for ``steps`` steps; parameters must agree."""
+    for step in range(steps):
+        for mine, reference in zip(ours, theirs):
+            mine.grad = gradient_of(mine.data, step)
+            reference.grad = torch.tensor(gradient_of(reference.detach().numpy(), step))
+        our_opt.step()
+        their_opt.step()
+    for mine, reference in zip(ours, theirs):
+        np.testing.assert_allclose(mine.data, reference.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("name, kwargs", CONFIGS, ids=IDS)
 def test_update_rule_equals_torch_given_the_same_gradients_for_30_steps(name, kwargs):
     rng = np.random.default_rng(0)
@@ -36,14 +48,7 @@ def test_update_rule_equals_torch_given_the_same_gradients_for_30_steps(name, kw
     theirs = [torch.nn.Parameter(torch.tensor(a)) for a in start]
     our_opt = getattr(optim, name)(ours, **kwargs)
     their_opt = getattr(torch.optim, name)(theirs, **kwargs)
-    for step in range(30):
-        for mine, reference in zip(ours, theirs):
-            mine.grad = gradient_of(mine.data, step)
-            reference.grad = torch.tensor(gradient_of(reference.detach().numpy(), step))
-        our_opt.step()
-        their_opt.step()
-    for mine, reference in zip(ours, theirs):
-        np.testing.assert_allclose(mine.data, reference.detach().numpy(), rtol=1e-12, atol=1e-14)
+    step_both_and_compare(ours, theirs, our_opt, their_opt, steps=30)
 
 
 def mlp(lib):
@@ -82,14 +87,7 @@ def test_parameter_groups_with_their_own_lr_match_torch():
     theirs = [torch.nn.Parameter(torch.tensor(a)) for a in start]
     our_opt = optim.Adam([{"params": [ours[0]], "lr": 0.1}, {"params": [ours[1]]}], lr=0.01)
     their_opt = torch.optim.Adam([{"params": [theirs[0]], "lr": 0.1}, {"params": [theirs[1]]}], lr=0.01)
-    for step in range(10):
-        for mine, reference in zip(ours, theirs):
-            mine.grad = gradient_of(mine.data, step)
-            reference.grad = torch.tensor(gradient_of(reference.detach().numpy(), step))
-        our_opt.step()
-        their_opt.step()
-    for mine, reference in zip(ours, theirs):
-        np.testing.assert_allclose(mine.data, reference.detach().numpy(), rtol=1e-12, atol=1e-14)
+    step_both_and_compare(ours, theirs, our_opt, their_opt, steps=10)
 
 
 def test_per_parameter_state_has_torch_keys():
