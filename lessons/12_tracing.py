@@ -7,8 +7,9 @@
    spans; DDP adds one "comm" span per gradient bucket, on its communication
    thread, and one for the wait at the end of backward.
 2. An MLP 512-1024-1024-1024-10 trains for a few steps with DDP, once with
-   ``overlap=False`` (all-reduce after backward) and once with ``overlap=True``
-   (each bucket's all-reduce starts while backward computes the earlier layers).
+   ``overlap=False`` (the main thread all-reduces each bucket, backward paused)
+   and once with ``overlap=True`` (each bucket's all-reduce runs on a thread
+   while backward computes the earlier layers).
 3. ``trace.save(path, comm)`` gathers every rank's spans to rank 0 and writes one
    Chrome-trace JSON: open it at https://ui.perfetto.dev to see a row per rank
    and per thread. Rank 0 prints the text timeline (``plot.text_timeline``).
@@ -97,7 +98,7 @@ def main() -> None:
             share = row["overlap"] / row["comm"] if row.get("comm") else 0.0
             print(f"rank {rank}: comm {row.get('comm', 0) * 1e3:.1f} ms, of which {share:.0%} ran while "
                   f"this rank computed (theory: {'> 0' if overlap else '0'}, "
-                  f"{'buckets start during backward' if overlap else 'all-reduce only after backward'})")
+                  f"{'buckets start during backward' if overlap else 'backward pauses for each bucket'})")
         print(f"trace written to {path} (open it at https://ui.perfetto.dev)")
     if root:
         print(f"\nstep time: {step_ms[False]:.1f} ms without overlap, {step_ms[True]:.1f} ms with it. "

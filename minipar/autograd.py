@@ -162,25 +162,26 @@ def _checked_output(cls: type, out: Any, args: tuple[Any, ...]) -> Any:
     return out
 
 
-def _accumulate_leaf(leaf: Tensor, grad: Any, handed: set[int]) -> None:
+def _accumulate_leaf(leaf: Tensor, grad: Any, fresh: bool) -> None:
     """Leaf gradient is final for this backward: run hooks, add into ``.grad``.
 
-    ``handed`` holds the ids of arrays already stored as some leaf's ``.grad``
-    in this backward: the engine may pass one array to several inputs (``a + b``),
-    and a leaf's ``.grad`` must be its own because optimizers write into it.
+    A leaf's ``.grad`` is always its own array, and once the leaf's
+    post-accumulate hooks have run the engine never reads it again, so hooks
+    may modify it in place (DDP all-reduces it while backward goes on).
+    ``fresh`` says the walk can prove nobody else holds ``grad``: a new array
+    that no node passed on unchanged or gave to two inputs. Then it becomes
+    ``.grad`` as it is (as PyTorch's AccumulateGrad "steals" an unshared
+    gradient); otherwise it is copied.
     """
     if leaf._hooks is not None:
         for hook in leaf._hooks:
             replaced = hook(grad)
             if replaced is not None:
-                grad = replaced
+                grad, fresh = replaced, False  # a hook's array may be kept elsewhere
     if grad.dtype != leaf.data.dtype:  # a float32 weight gets a float32 gradient, always
-        grad = grad.astype(leaf.data.dtype)
+        grad, fresh = grad.astype(leaf.data.dtype), True
     if leaf.grad is None:
-        if id(grad) in handed or grad.base is not None:  # shared, or a view of another
-            grad = grad.copy()
-        handed.add(id(grad))
-        leaf.grad = grad
+        leaf.grad = grad if fresh and grad.base is None else grad.copy()
     elif leaf.grad.flags.writeable and leaf.grad.shape == grad.shape:
         leaf.grad += grad  # in place, as PyTorch accumulates: no second gradient-sized array
     else:
@@ -230,7 +231,7 @@ def _walk(root: Tensor, grad: Any, retain_graph: bool) -> None:
     """The backward walk: count consumers, then run nodes whose gradient is complete."""
     root_node = root._node
     if root_node is None:  # backward on a leaf: its gradient is ``grad`` itself
-        _accumulate_leaf(root, grad, set())
+        _accumulate_leaf(root, grad, False)  # the caller's array: copied
         return
     if root_node.inputs is None:
         raise RuntimeError(
@@ -262,12 +263,13 @@ def _walk(root: Tensor, grad: Any, retain_graph: bool) -> None:
                 pending[edge] = count + 1
 
     # 2. Run nodes whose output gradient is complete; sum contributions per input.
-    grads: dict[Any, Any] = {root_node: grad}
-    handed: set[int] = set()
+    #    Each pending gradient carries a flag: "fresh" (a new array only this
+    #    edge holds) or not (passed on unchanged, or handed to two inputs).
+    grads: dict[Any, tuple[Any, bool]] = {root_node: (grad, False)}
     ready = [root_node]
     while ready:
         node = ready.pop()
-        out_grad = grads.pop(node)
+        out_grad, _ = grads.pop(node)
         if node.hooks is not None:
             for hook in node.hooks:
                 replaced = hook(out_grad)
@@ -285,7 +287,10 @@ def _walk(root: Tensor, grad: Any, retain_graph: bool) -> None:
                 continue
             if input_grad is not None:
                 previous = grads.get(edge)
-                grads[edge] = input_grad if previous is None else previous + input_grad
+                if previous is None:
+                    grads[edge] = (input_grad, _is_fresh(input_grad, out_grad, input_grads))
+                else:
+                    grads[edge] = (previous[0] + input_grad, True)
             count = pending[edge] - 1
             pending[edge] = count
             if count == 0:
@@ -296,8 +301,21 @@ def _walk(root: Tensor, grad: Any, retain_graph: bool) -> None:
                     ready.append(edge)
                 else:
                     del grads[edge]
-                    _accumulate_leaf(edge, total, handed)
-        input_grads = input_grad = total = None  # let handed-on arrays go before the next node runs
+                    _accumulate_leaf(edge, total[0], total[1])
+        input_grads = input_grad = total = previous = None  # let handed-on arrays go before the next node
+
+
+def _is_fresh(grad: Any, out_grad: Any, siblings: tuple) -> bool:
+    """True if ``grad`` is a new array that no other returned gradient shares or views."""
+    if grad is out_grad or getattr(grad, "base", None) is not None:
+        return False
+    count = 0
+    for other in siblings:
+        if other is grad:
+            count += 1
+        elif other is not None and getattr(other, "base", None) is grad:
+            return False  # another input's gradient is a view of this one
+    return count == 1
 
 
 def register_post_accumulate_grad_hook(tensor: Tensor, hook: Callable[[Tensor], None]) -> None:

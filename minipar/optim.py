@@ -5,6 +5,17 @@
 
 A state dict is ``{"state": {index: {...arrays...}}, "param_groups": [{...,
 "params": [indices]}]}`` as in PyTorch, so it saves without pickling.
+
+Cache blocking. A step is a few elementwise passes (scale the momentum, add
+the gradient, scale, subtract) over every parameter. Written over whole
+arrays, each pass streams the parameter's arrays through main memory and makes
+a gradient-sized temporary: for an 11.6 MB model, SGD with momentum moves
+~13 x 11.6 MB. So the passes run block by block (``BLOCK_ELEMENTS`` elements,
+512 KiB of float32 per array), in place or into two reused scratch blocks:
+after the first pass a block is still in cache, and main memory sees each
+array once, ~5 x 11.6 MB. The arithmetic is the same, element by element, so
+the result is bit-identical to the whole-array form, which CuPy arrays and
+non-contiguous parameters still take (one kernel per pass is the GPU's way).
 """
 
 from __future__ import annotations
@@ -12,11 +23,42 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
+
+import numpy as np
 
 from minipar.backend import get_array_module
 from minipar.tensor import Tensor
+
+BLOCK_ELEMENTS = 1 << 17  # elements per cache block of an optimizer step (see the module docstring)
+
+
+def _blocks(*arrays: Any) -> Iterator[list[Any]]:
+    """Matching 1-D blocks of equally shaped arrays (whole arrays for CuPy or non-contiguous ones)."""
+    if not all(type(a) is np.ndarray and a.flags.c_contiguous for a in arrays):
+        yield list(arrays)
+        return
+    flat = [a.reshape(-1) for a in arrays]
+    for start in range(0, flat[0].size, BLOCK_ELEMENTS):
+        yield [a[start : start + BLOCK_ELEMENTS] for a in flat]
+
+
+class _Scratch:
+    """Two reusable temporaries shaped like a block: no allocation per pass."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[Any, tuple[Any, Any]] = {}
+
+    def pair(self, like: Any) -> tuple[Any, Any]:
+        if type(like) is not np.ndarray or like.ndim != 1:  # a whole array: fresh temporaries
+            xp = get_array_module(like)
+            return xp.empty_like(like), xp.empty_like(like)
+        pair = self.arrays.get(like.dtype)
+        if pair is None or pair[0].size < like.size:
+            pair = self.arrays[like.dtype] = (np.empty(max(like.size, BLOCK_ELEMENTS), like.dtype),
+                                              np.empty(max(like.size, BLOCK_ELEMENTS), like.dtype))
+        return pair[0][: like.size], pair[1][: like.size]
 
 
 class Optimizer:
@@ -118,25 +160,44 @@ class SGD(Optimizer):
                                       dampening=dampening, nesterov=nesterov))
 
     def step(self) -> None:
+        scratch = _Scratch()
         for group in self.param_groups:
             lr, momentum = group["lr"], group["momentum"]
-            weight_decay, dampening = group["weight_decay"], group["dampening"]
+            weight_decay = group["weight_decay"]
             for param in group["params"]:
                 grad = param.grad
                 if grad is None:
                     continue
-                if weight_decay != 0:
-                    grad = grad + weight_decay * param.data
-                if momentum != 0:
+                if momentum == 0:
+                    buffer = None
+                else:
                     state = self.state.setdefault(param, {})
                     buffer = state.get("momentum_buffer")
-                    if buffer is None:
+                    if buffer is None:  # first step: the buffer starts as the (decayed) gradient
+                        if weight_decay != 0:
+                            grad = grad + weight_decay * param.data
                         buffer = state["momentum_buffer"] = grad.copy()
-                    else:
-                        buffer *= momentum
-                        buffer += (1 - dampening) * grad
-                    grad = grad + momentum * buffer if group["nesterov"] else buffer
-                param.data -= lr * grad
+                        param.data -= lr * (grad + momentum * buffer if group["nesterov"] else buffer)
+                        continue
+                arrays = (param.data, grad) if buffer is None else (param.data, grad, buffer)
+                for block in _blocks(*arrays):
+                    self._update(block, *scratch.pair(block[0]), group)
+
+    @staticmethod
+    def _update(block: list[Any], t: Any, u: Any, group: dict[str, Any]) -> None:
+        """One block: ``p, g`` (and momentum buffer ``b``) in place; ``t``, ``u`` are scratch."""
+        p, g = block[0], block[1]
+        lr, momentum = group["lr"], group["momentum"]
+        weight_decay, dampening = group["weight_decay"], group["dampening"]
+        xp = get_array_module(p)
+        if weight_decay != 0:
+            g = xp.add(g, xp.multiply(p, weight_decay, out=t), out=t)  # g + wd * p
+        if momentum != 0:
+            b = block[2]
+            b *= momentum
+            b += g if dampening == 0 else xp.multiply(g, 1 - dampening, out=u)
+            g = xp.add(g, xp.multiply(b, momentum, out=u), out=u) if group["nesterov"] else b
+        p -= xp.multiply(g, lr, out=u)
 
 
 class Adam(Optimizer):
@@ -168,12 +229,10 @@ class Adam(Optimizer):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
     def step(self) -> None:
+        scratch = _Scratch()
         for group in self.param_groups:
-            lr, (beta1, beta2) = group["lr"], group["betas"]
-            eps, weight_decay = group["eps"], group["weight_decay"]
             for param in group["params"]:
-                grad = param.grad
-                if grad is None:
+                if param.grad is None:
                     continue
                 state = self.state.get(param)
                 if state is None:
@@ -181,16 +240,24 @@ class Adam(Optimizer):
                     state = self.state[param] = {"step": 0, "exp_avg": xp.zeros_like(param.data),
                                                  "exp_avg_sq": xp.zeros_like(param.data)}
                 state["step"] += 1
-                step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
-                if weight_decay != 0:
-                    grad = grad + weight_decay * param.data
-                exp_avg += (1 - beta1) * (grad - exp_avg)  # = beta1 * m + (1 - beta1) * g
-                exp_avg_sq *= beta2
-                exp_avg_sq += (1 - beta2) * grad * grad
-                step_size = lr / (1 - beta1 ** step)
-                denominator = get_array_module(exp_avg_sq).sqrt(exp_avg_sq) / math.sqrt(1 - beta2 ** step)
-                denominator += eps
-                param.data -= step_size * (exp_avg / denominator)
+                for block in _blocks(param.data, param.grad, state["exp_avg"], state["exp_avg_sq"]):
+                    self._update(block, *scratch.pair(block[0]), group, state["step"])
+
+    @staticmethod
+    def _update(block: list[Any], t: Any, u: Any, group: dict[str, Any], step: int) -> None:
+        """One block of ``p, g, m, v`` (m, v and p in place); ``t``, ``u`` are scratch."""
+        p, g, exp_avg, exp_avg_sq = block
+        lr, (beta1, beta2) = group["lr"], group["betas"]
+        xp = get_array_module(p)
+        if group["weight_decay"] != 0:
+            g = xp.add(g, xp.multiply(p, group["weight_decay"], out=u), out=u)  # g + wd * p
+        exp_avg += xp.multiply(xp.subtract(g, exp_avg, out=t), 1 - beta1, out=t)  # = b1 m + (1-b1) g
+        exp_avg_sq *= beta2
+        exp_avg_sq += xp.multiply(xp.multiply(g, 1 - beta2, out=t), g, out=t)
+        step_size = lr / (1 - beta1 ** step)
+        denominator = xp.divide(xp.sqrt(exp_avg_sq, out=t), math.sqrt(1 - beta2 ** step), out=t)
+        denominator += group["eps"]
+        p -= xp.multiply(xp.divide(exp_avg, denominator, out=t), step_size, out=t)
 
 
 def _check_number(name: str, value: Any, minimum: float) -> None:

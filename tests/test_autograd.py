@@ -166,6 +166,59 @@ def test_post_accumulate_hook_runs_once_after_grad_is_final():
     np.testing.assert_array_equal(seen[1], 2 * x.data + 5)
 
 
+class ViewAndBase(Function):
+    """(a, b) -> a + b[:2]: backward hands b a new array and a the first two entries of it, a view."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a + b[:2]
+
+    @staticmethod
+    def backward(ctx, grad):
+        full = np.concatenate([grad, np.zeros(1)])
+        return full[:2], full
+
+
+class DoubledSum(Function):
+    """(a, b) -> 2 (a + b): backward hands both inputs one new array."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return 2 * (a + b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        twice = 2 * grad
+        return twice, twice
+
+
+def test_a_post_accumulate_hook_may_overwrite_grad_in_place_without_changing_any_other_gradient():
+    """The engine never reads a leaf's .grad once its hooks ran (what lets DDP all-reduce it in place)."""
+    def graph(a, b, c, d, e, f, g):
+        s = a + b  # Add hands both leaves the array it was given
+        h = (c + s.tanh()) * 1.5  # c gets the array that also flows on to tanh's node
+        h = h + d  # d's gradient is passed through unchanged
+        tail = ViewAndBase.apply(f * 3, e)  # e gets an array whose view flows on to f * 3
+        both = DoubledSum.apply(g, g.exp())  # g gets an array that also flows on to exp
+        return (h * h).sum() + (tail * tail).sum() + (both * both).sum()
+
+    values = [np.linspace(-1, 1, 3) + k for k in range(4)]
+    values += [np.array([0.5, -2.0, 1.0]), np.array([0.25, -0.5]), np.array([0.1, 0.2])]
+    plain = [leaf(v) for v in values]
+    graph(*plain).backward()
+    scribbled, seen = [leaf(v) for v in values], {}
+
+    def overwrite(t):
+        seen[id(t)] = t.grad.copy()
+        t.grad[...] = np.nan  # e.g. an all-reduce working in place
+
+    for t in scribbled:
+        t.register_post_accumulate_grad_hook(overwrite)
+    graph(*scribbled).backward()
+    for want, got in zip(plain, scribbled):
+        np.testing.assert_array_equal(seen[id(got)], want.grad)
+
+
 def test_post_accumulate_hook_is_refused_on_non_leaf():
     x = leaf([1.0])
     with pytest.raises(ValueError, match="leaf"):

@@ -246,9 +246,11 @@ def test_averaged_gradients_live_in_the_buckets_with_no_copy_back() -> None:
                 np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
         assert len(packed.buckets) == 1
         assert all(np.shares_memory(param.grad, packed.buckets[0].buffer) for param in packed.parameters())
-        assert all(np.shares_memory(bucket.params[0].grad, bucket.buffer) for bucket in solo.buckets)
-        # all-reduced after backward: the engine's own array, reduced in place, no buffer at all
-        assert all(bucket.flat is bucket.params[0].grad and bucket.buffer is None for bucket in after.buckets)
+        # one parameter per bucket, overlapped or not: the engine's own array is reduced in place,
+        # no buffer at all
+        for ddp in (solo, after):
+            assert all(bucket.flat is bucket.params[0].grad and bucket.buffer is None
+                       for bucket in ddp.buckets)
 
     run_local(body, 3)
 
@@ -292,7 +294,8 @@ class WithPositions(nn.Module):
 
 
 @pytest.mark.timeout(60)
-def test_overlap_never_modifies_a_gradient_array_backward_still_reads() -> None:
+@pytest.mark.parametrize("overlap", [True, False])
+def test_in_backward_allreduce_never_modifies_a_gradient_array_backward_still_reads(overlap: bool) -> None:
     p, steps = 3, 3  # 36 rows: 12 per rank, the positions' first dimension
 
     reference = WithPositions()
@@ -305,7 +308,8 @@ def test_overlap_never_modifies_a_gradient_array_backward_still_reads() -> None:
         opt.step()
 
     def body(comm: Any) -> list[np.ndarray]:
-        ddp = DistributedDataParallel(WithPositions(), comm, bucket_cap_mb=1e-6)  # positions: own bucket
+        # positions: a bucket of its own, all-reduced in place as soon as the hook fires
+        ddp = DistributedDataParallel(WithPositions(), comm, bucket_cap_mb=1e-6, overlap=overlap)
         opt = optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
         for _ in range(steps):
             loss = F.cross_entropy(ddp(minipar.tensor(shard(X, comm.rank, p))), shard(Y, comm.rank, p))

@@ -32,7 +32,7 @@ def test_lesson_12_counts_bucket_spans_and_bytes_and_writes_a_trace_per_run(tmp_
     assert all(_number(measured) == _number(theory) for measured, theory in moved), moved
     without_overlap = out.split("overlap=True")[0]
     shares = re.findall(r"of which (\d+)% ran while", without_overlap)
-    assert shares == ["0"] * lesson.ranks, without_overlap  # buckets start only after backward
+    assert shares == ["0"] * lesson.ranks, without_overlap  # the main thread pauses for each bucket
     assert "step time:" in out
     for overlap in ("false", "true"):
         document = json.loads((tmp_path / f"trace_overlap_{overlap}.json").read_text())

@@ -41,7 +41,8 @@ def step_both_and_compare(ours, theirs, our_opt, their_opt, steps):
 
 
 @pytest.mark.parametrize("name, kwargs", CONFIGS, ids=IDS)
-def test_update_rule_equals_torch_given_the_same_gradients_for_30_steps(name, kwargs):
+def test_update_rule_equals_torch_given_the_same_gradients_for_30_steps(name, kwargs, monkeypatch):
+    monkeypatch.setattr(optim, "BLOCK_ELEMENTS", 5)  # the cache-blocked form: blocks of 5, 5, 2 and 4
     rng = np.random.default_rng(0)
     start = [rng.standard_normal((3, 4)), rng.standard_normal((4,))]
     ours = [nn.Parameter(a.copy()) for a in start]
@@ -49,6 +50,22 @@ def test_update_rule_equals_torch_given_the_same_gradients_for_30_steps(name, kw
     our_opt = getattr(optim, name)(ours, **kwargs)
     their_opt = getattr(torch.optim, name)(theirs, **kwargs)
     step_both_and_compare(ours, theirs, our_opt, their_opt, steps=30)
+
+
+@pytest.mark.parametrize("name, kwargs", CONFIGS, ids=IDS)
+def test_cache_blocked_step_is_bit_identical_to_the_whole_array_step(name, kwargs, monkeypatch):
+    monkeypatch.setattr(optim, "BLOCK_ELEMENTS", 7)  # a (5, 6) parameter: blocks of 7, 7, 7, 7 and 2
+    start = np.random.default_rng(1).standard_normal((5, 6)).astype(np.float32)
+    blocked = nn.Parameter(start.copy())
+    whole = nn.Parameter(np.asfortranarray(start))  # not C-contiguous: updated as a whole array
+    assert not whole.data.flags.c_contiguous
+    optimizers = [getattr(optim, name)([param], **kwargs) for param in (blocked, whole)]
+    for step in range(10):
+        for param, opt in zip((blocked, whole), optimizers):
+            param.grad = gradient_of(param.data, step)
+            opt.step()
+        np.testing.assert_array_equal(blocked.data, whole.data)
+    assert blocked.data.dtype == np.float32
 
 
 def mlp(lib):

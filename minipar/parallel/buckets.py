@@ -29,12 +29,13 @@ class Bucket:
 
     ``put`` copies a gradient into the parameter's view of the flat buffer and
     returns the view, which becomes ``param.grad`` (gradient-as-bucket-view: the
-    averaged result needs no copy back). One exception, ``in_place=True`` on a
-    one-parameter bucket: the gradient array itself is all-reduced, with no
-    buffer and no copy. That is only safe once backward is over: during it the
-    engine may still hand the same array to another node (``a + b`` gives both
-    inputs one gradient object), which must not see it change.
-    ``flat`` is the array this step's all-reduce works on.
+    averaged result needs no copy back). A one-parameter bucket needs no
+    buffer: the gradient array itself (if C-contiguous) is all-reduced in
+    place, with no copy. That is safe even while backward is still running
+    because the engine promises that a leaf's ``.grad`` is its own array and
+    is never read again once the leaf's post-accumulate hooks have run
+    (``autograd._accumulate_leaf``). ``flat`` is the array this step's
+    all-reduce works on.
     """
 
     def __init__(self, index: int, named: list[tuple[str, Parameter]]) -> None:
@@ -48,7 +49,7 @@ class Bucket:
         self.ready = [False] * len(self.params)
         self.pending = 0
 
-    def put(self, position: int, grad: Any, in_place: bool = False) -> Any:
+    def put(self, position: int, grad: Any) -> Any:
         """Place parameter ``position``'s gradient for this step; returns what ``.grad`` becomes."""
         param = self.params[position]
         if grad.shape != param.shape or grad.dtype != param.dtype:
@@ -56,7 +57,7 @@ class Bucket:
                 f"gradient of {self.names[position]} has shape {grad.shape} and dtype {grad.dtype}, "
                 f"but its bucket holds {param.shape} {param.dtype}; wrap the module after changing "
                 "its parameters (e.g. after .double())")
-        if in_place and len(self.params) == 1 and grad.flags.c_contiguous:
+        if len(self.params) == 1 and grad.flags.c_contiguous:
             self.flat = grad
             return grad
         if self.buffer is None:
@@ -66,7 +67,8 @@ class Bucket:
             offsets = np.cumsum([0] + sizes).tolist()
             self.views = [self.buffer[lo:hi].reshape(p.shape)
                           for lo, hi, p in zip(offsets, offsets[1:], self.params)]
-        self.views[position][...] = grad
+        if grad is not self.views[position]:  # .grad zeroed in place is already the view
+            self.views[position][...] = grad
         self.flat = self.buffer
         return self.views[position]
 

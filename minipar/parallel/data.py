@@ -15,7 +15,8 @@ Two forms, the naive one first:
   (N parameter elements), in 2(p-1) messages *per parameter*, none of it
   overlapping computation.
 - ``DistributedDataParallel``: the same bytes, in 2(p-1) messages per *bucket*,
-  started while backward is still computing the earlier layers' gradients.
+  each started as soon as its gradients are final, while backward is still
+  computing the earlier layers' gradients.
 
 How DDP works, step by step:
 
@@ -31,15 +32,17 @@ How DDP works, step by step:
    ``param.grad`` *that view* (gradient-as-bucket-view): the average lands in
    ``.grad`` with no copy back. Memory: the flat buffers hold N * itemsize
    bytes per rank and *are* the gradients (the engine's fresh arrays are freed
-   after the copy). With ``overlap=False`` a one-parameter bucket skips the
-   copy and its gradient array is reduced in place after backward (during
-   backward another node may still be reading that array).
+   after the copy). A one-parameter bucket skips the copy: the engine's array
+   is reduced in place (the engine never reads a leaf's ``.grad`` after its
+   hooks, see ``autograd._accumulate_leaf``).
 4. When a bucket's last gradient arrives the bucket is ready. Ready buckets are
    launched strictly in bucket order (bucket k+1 waits for bucket k), so every
    rank issues the same collectives in the same order whatever order its hooks
    fire in. With ``overlap=True`` a communication thread runs each launched
    bucket's ring all-reduce (op "mean") while the main thread keeps
-   differentiating: NumPy's matmuls and MPI's waits release the GIL.
+   differentiating: NumPy's matmuls and MPI's waits release the GIL. With
+   ``overlap=False`` the main thread runs it at once, inside the hook, while
+   the bucket's gradients are still in cache; backward pauses meanwhile.
 5. At the end of backward (a callback queued with ``autograd.queue_callback``)
    parameters that got no gradient are handled, the remaining buckets are
    launched, and the main thread waits for the ones still in flight. So
@@ -178,7 +181,6 @@ class DistributedDataParallel(ModuleWrapper):
         self._armed = False  # the next backward averages (set by forward)
         self._callback_queued = False
         self._next_launch = 0
-        self._deferred: list[Callable[[], None]] = []  # overlap=False: run at the end of backward
         self._comm_thread: CommThread | None = None
         self._used = np.zeros(0)
         if comm.size == 1:
@@ -216,7 +218,6 @@ class DistributedDataParallel(ModuleWrapper):
             bucket.ready = [False] * len(bucket.params)
             bucket.pending = len(bucket.params)
         self._next_launch = 0
-        self._deferred = []
         self._callback_queued = False
         self._armed = True
 
@@ -228,9 +229,7 @@ class DistributedDataParallel(ModuleWrapper):
         if not self._callback_queued:
             autograd.queue_callback(self._finish_gradient_sync)
             self._callback_queued = True
-        # .grad becomes the array that will hold the average; reduce in place only if that
-        # waits for the end of backward (see Bucket.put)
-        param.grad = bucket.put(position, param.grad, in_place=not self.overlap)
+        param.grad = bucket.put(position, param.grad)  # the array that will hold the average
         bucket.ready[position] = True
         bucket.pending -= 1
         if bucket.pending == 0:
@@ -244,7 +243,7 @@ class DistributedDataParallel(ModuleWrapper):
 
     def _launch(self, job: Callable[[], None]) -> None:
         if not self.overlap:
-            self._deferred.append(job)
+            job()  # on this thread, now: the bucket is still in cache
             return
         if self._comm_thread is None:
             self._comm_thread = CommThread(f"ddp-comm-rank{self.comm.rank}")
@@ -276,14 +275,11 @@ class DistributedDataParallel(ModuleWrapper):
                 grad = param.grad
                 if grad is None:
                     grad = get_array_module(param.data).zeros_like(param.data)
-                param.grad = bucket.put(i, grad, in_place=True)  # backward is over
+                param.grad = bucket.put(i, grad)
                 bucket.pending -= 1
             self._launch_ready_buckets()
             self._launch(partial(allreduce, self.comm, self._used, "sum", "auto"))
         with trace.span("wait for gradient all-reduces", "comm", rank=_trace_rank(self.comm)):
-            for job in self._deferred:
-                job()
-            self._deferred = []
             if self._comm_thread is not None:
                 thread, self._comm_thread = self._comm_thread, None
                 thread.finish()
