@@ -1,6 +1,6 @@
 """Data-parallel training step: weak scaling, per-parameter vs bucketed vs overlapped, PyTorch DDP.
 
-    .venv/bin/python benchmarks/data_parallel.py              # prints the whole table (~3 minutes)
+    .venv/bin/python benchmarks/data_parallel.py              # prints the whole table (~1 minute)
     .venv/bin/python benchmarks/data_parallel.py --repeats 1  # quicker, noisier
 
 The driver launches its own workers, alternating them ``--repeats`` times so a
@@ -22,7 +22,8 @@ and 0.25 M parameters): the narrower the layers, the more the per-message
 latency of the per-parameter form weighs against its bandwidth.
 Variants: "none" (no gradient sync: two independent processes, the ceiling),
 "per-parameter" (``NaiveDataParallel``: one ring all-reduce per tensor after
-backward), "bucketed" (DDP, overlap=False) and "bucketed+overlapped" (DDP).
+backward), "bucketed" (DDP, overlap=False: each bucket all-reduced inside its
+hook, backward paused) and "bucketed+overlapped" (DDP: on a communication thread).
 
 Targets (issue 4): efficiency t(p=1)/t(p=2) >= 0.80 on the mlp; bucketed+overlapped
 >= 1.3x faster than per-parameter on a model with >= 50 tensors; minipar's step
@@ -41,14 +42,16 @@ array (no bucket copy: the engine never reads a leaf's ``.grad`` after its
 hooks), ``bucketed`` runs each bucket's all-reduce at once inside the hook
 while the gradient is still in cache, and the optimizer step works in
 cache-sized blocks (``minipar.optim``). Overlap pays off where communication has
-hardware of its own (a spare core per rank, a NIC's DMA engine), and, here,
-where per-message latency dominates (the narrow deep models, where the
-communication thread waits on its peer while the main thread computes).
+hardware of its own (a spare core per rank, a NIC's DMA engine); here the
+thread costs ~0.5 ms a step (time-sharing, MPICH's busy polling while the
+peer's thread is descheduled): raising its priority, polling politely with
+sleeps or yields, and a shorter GIL switch interval were tried and did not
+change that.
 
 The ">= 1.3x over per-parameter" target needs a model whose per-parameter
-sync costs more than 30% of a step. The table's last column bounds it: the
-per-parameter step over the no-communication step is what a sync costing
-nothing would gain. For deep256 that is below 1.3x on this machine (its
+sync costs more than 30% of a step. The per-parameter step over the
+no-communication step bounds it (printed as "a sync costing nothing"): no
+sync can gain more. For deep256 that is below 1.3x on this machine (its
 52 all-reduces of 256 KiB cost ~2.5 ms against a 10 ms step), so the target
 is read on the 102-tensor models.
 """
