@@ -35,8 +35,10 @@ BLOCK_ELEMENTS = 1 << 17  # elements per cache block of an optimizer step (see t
 
 
 def _blocks(*arrays: Any) -> Iterator[list[Any]]:
-    """Matching 1-D blocks of equally shaped arrays (whole arrays for CuPy or non-contiguous ones)."""
-    if not all(type(a) is np.ndarray and a.flags.c_contiguous for a in arrays):
+    """Matching 1-D blocks of equally shaped arrays (whole arrays for CuPy, non-contiguous or
+    differently shaped ones)."""
+    shape = arrays[0].shape
+    if not all(type(a) is np.ndarray and a.flags.c_contiguous and a.shape == shape for a in arrays):
         yield list(arrays)
         return
     flat = [a.reshape(-1) for a in arrays]
