@@ -181,7 +181,7 @@ def _accumulate_leaf(leaf: Tensor, grad: Any, fresh: bool) -> None:
     if grad.dtype != leaf.data.dtype:  # a float32 weight gets a float32 gradient, always
         grad, fresh = grad.astype(leaf.data.dtype), True
     if leaf.grad is None:
-        leaf.grad = grad if fresh and grad.base is None else grad.copy()
+        leaf.grad = grad if fresh else grad.copy()
     elif leaf.grad.flags.writeable and leaf.grad.shape == grad.shape:
         leaf.grad += grad  # in place, as PyTorch accumulates: no second gradient-sized array
     else:

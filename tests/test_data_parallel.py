@@ -56,16 +56,22 @@ def train_one_process(steps: int = STEPS, model: nn.Module | None = None) -> lis
     return weights(model)
 
 
-def train_ddp(comm: Any, steps: int = STEPS, seed: int = 0, **ddp_kwargs: Any) -> list[np.ndarray]:
-    ddp = DistributedDataParallel(make_model(seed), comm, **ddp_kwargs)
-    opt = optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+def train_wrapped(model: Any, comm: Any, steps: int = STEPS, after_backward: Any = None) -> list[np.ndarray]:
+    """``steps`` SGD-momentum steps of a data-parallel wrapper on this rank's shard; its weights."""
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x, y = shard(X, comm.rank, comm.size), shard(Y, comm.rank, comm.size)
     for _ in range(steps):
-        loss = F.cross_entropy(ddp(minipar.tensor(x)), y)
+        loss = F.cross_entropy(model(minipar.tensor(x)), y)
         opt.zero_grad()
         loss.backward()
+        if after_backward is not None:
+            after_backward()
         opt.step()
-    return weights(ddp)
+    return weights(model)
+
+
+def train_ddp(comm: Any, steps: int = STEPS, seed: int = 0, **ddp_kwargs: Any) -> list[np.ndarray]:
+    return train_wrapped(DistributedDataParallel(make_model(seed), comm, **ddp_kwargs), comm, steps)
 
 
 def assert_matches_reference(per_rank: list[list[np.ndarray]], reference: list[np.ndarray]) -> None:
@@ -144,15 +150,7 @@ def test_ranks_starting_from_different_weights_end_equal(world_size: int) -> Non
 def test_naive_data_parallel_matches_single_process(world_size: int) -> None:
     def body(comm: Any) -> list[np.ndarray]:
         model = NaiveDataParallel(make_model(7 + comm.rank), comm)
-        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        x, y = shard(X, comm.rank, comm.size), shard(Y, comm.rank, comm.size)
-        for _ in range(STEPS):
-            loss = F.cross_entropy(model(minipar.tensor(x)), y)
-            opt.zero_grad()
-            loss.backward()
-            model.allreduce_gradients()
-            opt.step()
-        return weights(model)
+        return train_wrapped(model, comm, after_backward=model.allreduce_gradients)
 
     assert_matches_reference(run_local(body, world_size), train_one_process(model=make_model(7)))
 
