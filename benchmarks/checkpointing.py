@@ -16,7 +16,7 @@ runs, and peak activation memory = VmHWM - baseline (median of 3 steps). These
 processes run with MALLOC_MMAP_THRESHOLD_=65536, so glibc returns freed array
 buffers to the OS and the resident size follows the live arrays instead of a
 heap that only grows. For minipar the step is also measured with tracemalloc
-(``minipar.memory.track``) and the stored activations with ``graph_bytes``.
+(``minipar.observe.memory.track``) and the stored activations with ``graph_bytes``.
 
 Time, per framework and n in a fresh process with the default allocator
 (``--timing``): plain and checkpointed steps alternate, medians of wall and of
@@ -73,7 +73,7 @@ def minipar_step(n: int, checkpointed: bool) -> tuple[Any, Any]:
     import minipar
     from minipar import nn
     from minipar.checkpoint import checkpoint_sequential
-    from minipar.memory import graph_bytes
+    from minipar.observe.memory import graph_bytes
     from minipar.optim import SGD
 
     minipar.manual_seed(0)
@@ -124,7 +124,7 @@ def memory_worker(framework: str, n: int, checkpointed: bool) -> dict[str, Any]:
     if framework == "minipar":
         import tracemalloc
 
-        from minipar import memory
+        from minipar.observe import memory
 
         tracemalloc.start()
         step()  # re-allocates the gradients under tracing, so the measured step sees their frees

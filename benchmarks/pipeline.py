@@ -157,7 +157,7 @@ def main() -> None:
     if args.worker == "stash":
         return stash_worker()
 
-    from minipar.parallel.pipeline_schedules import bubble_formula, peak_stash_formula
+    from minipar.parallel.pipeline.schedules import bubble_formula, peak_stash_formula
 
     print(f"load before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     bubble = launch(2, "--worker", "bubble", "--rounds", str(args.rounds))

@@ -35,12 +35,13 @@ import numpy as np
 from tqdm import tqdm
 
 import minipar
-from minipar import fault, nn, optim
+from minipar import nn, optim
 from minipar.comm import allgather, broadcast, world
-from minipar.data import DataLoader, DistributedSampler, load_digits
 from minipar.nn import functional as F
 from minipar.parallel import DistributedDataParallel
-from minipar.parallel.snapshot import load_distributed, save_distributed
+from minipar.snapshot import fault
+from minipar.snapshot.sharded import load_distributed, save_distributed
+from minipar.utils.data import DataLoader, DistributedSampler, load_digits
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 import minipar
 from minipar import nn
-from minipar.data import DataLoader, load_digits
 from minipar.gradcheck import gradcheck
 from minipar.nn import functional as F
 from minipar.optim import SGD
+from minipar.utils.data import DataLoader, load_digits
 
 
 def graph_key(tensor: minipar.Tensor) -> int:

@@ -24,11 +24,12 @@ import numpy as np
 from tqdm import tqdm
 
 import minipar
-from minipar import nn, optim, trace
+from minipar import nn, optim
 from minipar.comm import allreduce, world
-from minipar.data import DataLoader, DistributedSampler, load_digits
 from minipar.nn import functional as F
+from minipar.observe import trace
 from minipar.parallel import DistributedDataParallel
+from minipar.utils.data import DataLoader, DistributedSampler, load_digits
 
 comm = world()
 rank, p = comm.rank, comm.size

@@ -34,7 +34,7 @@ from minipar.comm import allgather, allreduce, world
 from minipar.nn import functional as F
 from minipar.optim import SGD
 from minipar.parallel import PipelineParallel
-from minipar.parallel.pipeline_schedules import bubble_formula, peak_stash_formula
+from minipar.parallel.pipeline.schedules import bubble_formula, peak_stash_formula
 
 comm = world()
 rank, p = comm.rank, comm.size

@@ -4,7 +4,7 @@
 
 1. A deep MLP, n blocks of Linear(256, 256) + Tanh on a batch of 256 (float32).
    Plain backprop keeps one (256 x 256) activation per block for backward:
-   n x 256 KiB. ``minipar.memory.graph_bytes(loss)`` counts what the graph holds.
+   n x 256 KiB. ``minipar.observe.memory.graph_bytes(loss)`` counts what the graph holds.
 2. ``checkpoint_sequential(model, k, x)`` keeps only the k - 1 boundaries between
    segments plus the last segment's activations (it runs normally), and
    recomputes each other segment during backward:
@@ -33,8 +33,9 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import minipar  # noqa: E402
-from minipar import memory, nn  # noqa: E402
+from minipar import nn
 from minipar.checkpoint import checkpoint_sequential  # noqa: E402
+from minipar.observe import memory  # noqa: E402
 from minipar.optim import SGD  # noqa: E402
 
 WIDTH = BATCH = 256

@@ -47,12 +47,13 @@ LESSON = Path(__file__).resolve()
 def worker(directory: str, out: str, resume: bool) -> None:
     from tqdm import tqdm
 
-    from minipar import fault, nn, optim
+    from minipar import nn, optim
     from minipar.comm import world
-    from minipar.data import DataLoader, DistributedSampler, load_digits
     from minipar.nn import functional as F
     from minipar.parallel import DistributedDataParallel
-    from minipar.parallel.snapshot import load_distributed, save_distributed
+    from minipar.snapshot import fault
+    from minipar.snapshot.sharded import load_distributed, save_distributed
+    from minipar.utils.data import DataLoader, DistributedSampler, load_digits
 
     comm = world()
     digits = load_digits()
@@ -133,7 +134,7 @@ def main() -> None:
     said = next(line for line in result.stderr.splitlines() if line.startswith("minipar: uncaught"))
     print(f"\n   the job ended with exit code {result.returncode}, {ended - fault_at:.2f} s after the fault; "
           f"it said:\n     {said}")
-    from minipar.parallel.snapshot import read_manifest
+    from minipar.snapshot.sharded import read_manifest
 
     saved_step = read_manifest(crashed)["shared"]["step"]
     fault_step = int(FAULT.split(":")[1])

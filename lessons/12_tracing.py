@@ -28,9 +28,10 @@ import numpy as np
 from tqdm import tqdm
 
 import minipar
-from minipar import nn, plot, trace
+from minipar import nn
 from minipar.comm import world
 from minipar.nn import functional as F
+from minipar.observe import plot, trace
 from minipar.optim import SGD
 from minipar.parallel import DistributedDataParallel
 

@@ -2,7 +2,7 @@
 
     mpiexec -n 4 python -m mpi4py lessons/13_scale_model.py [--megabytes 16]
 
-1. Fit (``minipar.cost.measure``): ranks 0 and 1 exchange messages of 8 B to
+1. Fit (``minipar.observe.cost.measure``): ranks 0 and 1 exchange messages of 8 B to
    16 MiB; the smallest gives alpha (latency per message), the large ones beta
    (seconds per byte); an in-place add gives gamma (seconds per byte reduced)
    and a 384x384 matmul the compute rate. Ranks 2 and 3 sleep meanwhile.
@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from minipar import cost
 from minipar.comm import world
+from minipar.observe import cost
 
 
 def main() -> None:

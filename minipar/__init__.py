@@ -5,6 +5,7 @@ from MPI point-to-point messages, the mechanisms that big frameworks hide
 (``comm``, ``parallel``, ``checkpoint``, ``amp``). See README.md for the map.
 """
 
+from minipar._aliases import alias
 from minipar.autograd import Function, enable_grad, is_grad_enabled, no_grad
 from minipar.creation import arange, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from minipar.ops import cat, stack
@@ -13,6 +14,25 @@ from minipar.snapshot import load, save
 from minipar.tensor import Tensor
 
 __version__ = "0.1.0"
+
+# The first round's paths, and PyTorch's: aliases of the module that holds the code.
+for _old, _new in {
+    "minipar.trace": "minipar.observe.trace",
+    "minipar.plot": "minipar.observe.plot",
+    "minipar.memory": "minipar.observe.memory",
+    "minipar.cost": "minipar.observe.cost",
+    "minipar.data": "minipar.utils.data",
+    "minipar.fault": "minipar.snapshot.fault",
+    "minipar.utils.checkpoint": "minipar.checkpoint",
+    "minipar.parallel.data": "minipar.parallel.data_parallel",
+    "minipar.parallel.buckets": "minipar.parallel.data_parallel.buckets",
+    "minipar.parallel.tensor": "minipar.parallel.tensor_parallel",
+    "minipar.parallel.pipeline_schedules": "minipar.parallel.pipeline.schedules",
+    "minipar.parallel.pipeline_comm": "minipar.parallel.pipeline.stage_comm",
+    "minipar.parallel.snapshot": "minipar.snapshot.sharded",
+}.items():
+    alias(_old, _new)
+del _old, _new
 
 __all__ = [
     "Function", "Tensor", "arange", "cat", "enable_grad", "get_rng_state", "is_grad_enabled", "load",

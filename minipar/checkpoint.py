@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from minipar import autograd as _autograd
-from minipar import trace
 from minipar.autograd import Function, enable_grad, is_grad_enabled, no_grad
+from minipar.observe import trace
 from minipar.random import get_rng_state, set_rng_state
 from minipar.tensor import Tensor
 

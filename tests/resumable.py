@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 
 import minipar
-from minipar import fault, nn, optim
-from minipar.data import DataLoader, DistributedSampler
+from minipar import nn, optim
 from minipar.nn import functional as F
 from minipar.parallel import DistributedDataParallel, PipelineParallel, ZeroOptimizer
-from minipar.parallel.snapshot import load_distributed, load_distributed_all, save_distributed
 from minipar.parallel.zero import reshard_state_dicts
+from minipar.snapshot import fault
+from minipar.snapshot.sharded import load_distributed, load_distributed_all, save_distributed
+from minipar.utils.data import DataLoader, DistributedSampler
 
 _rng = np.random.default_rng(7)
 X = _rng.standard_normal((48, 8))  # float64 features

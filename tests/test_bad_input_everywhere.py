@@ -21,9 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import minipar
-from minipar import fault, nn, optim
+from minipar import nn, optim
 from minipar.comm import CollectiveMismatchError, allgather, allreduce, broadcast, run_local
-from minipar.data import DataLoader, DistributedSampler
 from minipar.nn import functional as F
 from minipar.parallel import (
     ColumnParallelLinear,
@@ -33,7 +32,9 @@ from minipar.parallel import (
     RowParallelLinear,
     ZeroOptimizer,
 )
-from minipar.parallel.snapshot import load_distributed, save_distributed
+from minipar.snapshot import fault
+from minipar.snapshot.sharded import load_distributed, save_distributed
+from minipar.utils.data import DataLoader, DistributedSampler
 
 
 def mlp() -> nn.Sequential:
@@ -106,7 +107,7 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
      r"share dtype and device: got float64 on cpu and float32 on cpu"),
     ("ZeRO given an optimizer instance", on(2, lambda c: ZeroOptimizer(
         optim.SGD(mlp().parameters(), lr=0.1), mlp().parameters(), c)), TypeError,
-     r"optimizer class such as optim.Adam, got <minipar.optim.SGD"),
+     r"optimizer class such as optim.Adam, got <minipar.optim.sgd.SGD"),
     ("ZeRO state of another world size", on(2, lambda c: ZeroOptimizer(optim.Adam, mlp().parameters(), c)
         .load_state_dict({"state": {}, "param_groups": [], "zero": {"world_size": 3, "rank": 0,
                                                                      "total_length": 58}})), ValueError,

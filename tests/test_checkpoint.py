@@ -8,7 +8,7 @@ import pytest
 import minipar
 from minipar import autograd, nn
 from minipar.checkpoint import checkpoint, checkpoint_sequential, checkpoint_stage
-from minipar.memory import graph_bytes
+from minipar.observe.memory import graph_bytes
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -53,7 +53,7 @@ def fake_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "lessons" / "notes.py").write_text("'''not a lesson: no number'''\n")
     (tmp_path / "benchmarks" / "count.py").write_text(BENCH)
     (tmp_path / "benchmarks" / "_helpers.py").write_text("'''shared code, not a benchmark'''\n")
-    monkeypatch.setattr(cli, "REPO", tmp_path)
+    monkeypatch.setattr(cli.lessons, "REPO", tmp_path)
     monkeypatch.delenv("MPIEXEC_TIMEOUT", raising=False)
     monkeypatch.delenv("MPIR_CVAR_ENABLE_HEAVY_YIELD", raising=False)
     return tmp_path
@@ -140,7 +140,7 @@ def test_bench_runs_a_benchmark_by_name_and_lists_them_when_unknown(fake_repo: P
 
 def test_without_the_repository_the_commands_say_where_lessons_live(tmp_path: Path, monkeypatch,
                                                                    capsys) -> None:
-    monkeypatch.setattr(cli, "REPO", tmp_path)  # as if minipar were installed without its repository
+    monkeypatch.setattr(cli.lessons, "REPO", tmp_path)  # as if minipar were installed without its repository
     assert cli.main(["lessons"]) == 2
     assert "not in the installed package" in capsys.readouterr().err
     assert cli.main(["bench", "allreduce"]) == 2

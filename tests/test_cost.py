@@ -1,4 +1,4 @@
-"""minipar.cost: the alpha-beta-gamma formulas match the collectives' message and byte counts,
+"""minipar.observe.cost: the alpha-beta-gamma formulas match the collectives' message and byte counts,
 the step models behave as their formulas say, and the fitted model predicts a real ring all-reduce."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from mpirun import assert_ok, requires_mpi, run_mpi
 
-from minipar import cost
 from minipar.comm import (
     allgather,
     broadcast,
@@ -20,6 +19,7 @@ from minipar.comm import (
     run_local,
     tree_allreduce,
 )
+from minipar.observe import cost
 
 LATENCY_ONLY = cost.Machine(alpha=1.0, beta=0.0, gamma=0.0, flops=1.0)  # time = messages on the path
 BYTES_ONLY = cost.Machine(alpha=0.0, beta=1.0, gamma=0.0, flops=1.0)  # time = bytes on the path
@@ -145,7 +145,7 @@ def test_measure_runs_on_thread_ranks_and_gives_every_rank_the_same_positive_con
 CHECK_SCRIPT = """
 import json, sys
 from dataclasses import asdict
-from minipar import cost
+from minipar.observe import cost
 from minipar.comm import world
 comm = world()
 machine = cost.measure(comm)
@@ -164,7 +164,7 @@ def test_check_allreduce_at_p2_fits_the_machine_caches_it_and_reports_both_times
     """The model check runs end to end: a fit, a timed ring, a prediction, a cache.
 
     How close prediction and measurement come is a figure, not an assertion: this
-    machine is shared, so lesson 13 and ``python -m minipar.cost`` print it instead.
+    machine is shared, so lesson 13 and ``python -m minipar.observe.cost`` print it instead.
     """
     saved = tmp_path / "machine.json"
     out = assert_ok(run_mpi(CHECK_SCRIPT, n=2, timeout=90, args=[str(saved)]))

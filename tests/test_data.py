@@ -1,4 +1,4 @@
-"""minipar.data: the digits split, DataLoader batching and shuffling, DistributedSampler.
+"""minipar.utils.data: the digits split, DataLoader batching and shuffling, DistributedSampler.
 
 The sampler's oracle is ``torch.utils.data.DistributedSampler``: index lists are
 compared exactly for shuffle=False; for shuffle=True (torch draws its permutation
@@ -16,8 +16,8 @@ from sklearn.datasets import load_digits as sklearn_digits
 from torch.utils.data import DistributedSampler as TorchDistributedSampler
 
 import minipar
-from minipar.data import DataLoader, DistributedSampler, load_digits
 from minipar.nn import functional as F
+from minipar.utils.data import DataLoader, DistributedSampler, load_digits
 
 
 @dataclass

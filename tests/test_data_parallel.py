@@ -1,4 +1,4 @@
-"""Data parallelism (minipar.parallel.data): DDP and the naive form against one process.
+"""Data parallelism (minipar.parallel.data_parallel): DDP and the naive form against one process.
 
 The oracle is one process training on the whole global batch in float64: with the
 loss a mean over the batch, p ranks that average their gradients must take the same
@@ -16,11 +16,12 @@ import pytest
 from mpirun import assert_ok, requires_mpi, run_mpi
 
 import minipar
-from minipar import nn, optim, trace
+from minipar import nn, optim
 from minipar.comm import run_local
 from minipar.nn import functional as F
+from minipar.observe import trace
 from minipar.parallel import DistributedDataParallel, NaiveDataParallel
-from minipar.parallel import data as dp_module
+from minipar.parallel.data_parallel import ddp as dp_module
 from minipar.random import generator
 
 GLOBAL_BATCH = 36  # 3 micro-batches of 12, each divisible by 1, 2, 3 and 4: equal shares

@@ -21,9 +21,9 @@ import resumable
 from mpirun import assert_ok, run_mpi
 
 import minipar
-from minipar import fault
 from minipar.comm import run_local
-from minipar.parallel import snapshot as dist
+from minipar.snapshot import fault
+from minipar.snapshot import sharded as dist
 
 
 def assert_bit_identical(got: list[list[np.ndarray]], expected: list[list[np.ndarray]]) -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import minipar
-from minipar import memory
 from minipar.autograd import Function
+from minipar.observe import memory
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -22,7 +22,7 @@ from minipar.nn import functional as F
 from minipar.optim import SGD
 from minipar.parallel.mesh import ProcessMesh, average_gradients
 from minipar.parallel.pipeline import PipelineParallel
-from minipar.parallel.tensor import ColumnParallelLinear, RowParallelLinear
+from minipar.parallel.tensor_parallel import ColumnParallelLinear, RowParallelLinear
 
 TOL = 1e-10
 TESTS = Path(__file__).resolve().parent

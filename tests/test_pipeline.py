@@ -14,12 +14,13 @@ import pytest
 from mpirun import assert_ok, requires_mpi, run_mpi
 
 import minipar
-from minipar import nn, trace
+from minipar import nn
 from minipar.comm import run_local
 from minipar.nn import functional as F
+from minipar.observe import trace
 from minipar.optim import SGD
 from minipar.parallel.pipeline import PipelineParallel, balance_by_parameters
-from minipar.parallel.pipeline_schedules import (
+from minipar.parallel.pipeline.schedules import (
     SCHEDULES,
     bubble_formula,
     gpipe_schedule,

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 import minipar
 from minipar import nn, optim
-from minipar import snapshot as snapshot_module
+from minipar.snapshot import local as snapshot_module
 
 
 def assert_identical(got: Any, expected: Any, where: str = "state") -> None:
@@ -385,7 +385,7 @@ def test_a_process_killed_mid_save_leaves_the_previous_snapshot_loadable(tmp_pat
     minipar.save({"w": np.zeros(50_000), "step": 1}, path)
     code = textwrap.dedent(f"""
         import os, numpy as np, minipar
-        from minipar import snapshot
+        from minipar.snapshot import local as snapshot
         real = snapshot._write_entry
         def die_midway(archive, entry, array):
             if entry == "a1.npy":

@@ -18,8 +18,8 @@ import minipar
 from minipar import nn
 from minipar.comm import run_local
 from minipar.optim import SGD
-from minipar.parallel import tensor as tp
-from minipar.parallel.tensor import (
+from minipar.parallel import tensor_parallel as tp
+from minipar.parallel.tensor_parallel import (
     ColumnParallelLinear,
     CopyToTensorParallelRegion,
     ReduceFromTensorParallelRegion,

@@ -1,4 +1,4 @@
-"""minipar.trace records spans per rank and writes one Chrome trace; minipar.plot reads it back."""
+"""minipar.observe.trace records spans per rank and writes one Chrome trace; observe.plot reads it back."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from mpirun import assert_ok, requires_mpi, run_mpi
 
-from minipar import plot, trace
 from minipar.comm import allreduce, run_local
+from minipar.observe import plot, trace
 
 
 @pytest.fixture(autouse=True)
@@ -132,7 +132,7 @@ def test_save_writes_a_file_perfetto_reads(tmp_path) -> None:
 
 MPI_SCRIPT = """
 import sys, time
-from minipar import trace
+from minipar.observe import trace
 from minipar.comm import world
 comm = world()
 if comm.rank == 1:
@@ -157,7 +157,7 @@ def test_save_under_mpi_gathers_both_ranks_onto_one_clock(tmp_path) -> None:
     assert abs(spans[0]["ts"] - spans[1]["ts"]) < 100_000  # microseconds
 
 
-# ----- minipar.plot: reading a trace ----------------------------------------------------------
+# ----- minipar.observe.plot: reading a trace ----------------------------------------------------------
 def _event(name: str, category: str, start_ms: float, end_ms: float, thread: str, rank: int = 0) -> dict:
     return {"name": name, "cat": category, "ph": "X", "ts": start_ms * 1e3,
             "dur": (end_ms - start_ms) * 1e3, "tid": thread, "rank": rank, "args": {}}

@@ -18,10 +18,10 @@ from threadpoolctl import threadpool_limits
 
 import minipar
 from minipar import nn
-from minipar.data import DataLoader, load_digits
 from minipar.nn import functional as F
 from minipar.optim import SGD
 from minipar.random import generator
+from minipar.utils.data import DataLoader, load_digits
 
 
 def random_shift(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -30,13 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from minipar import trace
 from minipar.comm.communicator import (
     TAG_FINGERPRINT,
     CollectiveMismatchError,
     CommTimeoutError,
     Communicator,
 )
+from minipar.observe import trace
 
 # ----- which collective is running on this thread -------------------------------------
 _state = threading.local()

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from minipar.cost.model import ALLREDUCE, CACHE, FIT_SIZES, Machine, scaling_table
+from minipar.observe.cost.model import ALLREDUCE, CACHE, FIT_SIZES, Machine, scaling_table
 
 
 def idle_barrier(comm: Any) -> None:
@@ -148,7 +148,7 @@ def check_allreduce(comm: Any, nbytes: int, algorithm: str = "ring", rounds: int
 
 def fit(comm: Any = None, cache: str | os.PathLike = CACHE, refresh: bool = False) -> Machine:
     """This machine's constants: measured on ``comm`` if it has 2+ ranks, else read from ``cache``,
-    else measured by ``mpiexec -n 2 python -m mpi4py -m minipar.cost --save cache`` (a few s).
+    else measured by ``mpiexec -n 2 python -m mpi4py -m minipar.observe.cost --save cache`` (a few s).
     """
     if comm is not None and comm.size >= 2:
         return measure(comm)
@@ -157,7 +157,7 @@ def fit(comm: Any = None, cache: str | os.PathLike = CACHE, refresh: bool = Fals
         path.parent.mkdir(parents=True, exist_ok=True)
         mpiexec = Path(sys.executable).with_name("mpiexec")
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MPIEXEC_TIMEOUT": "120"}
-        subprocess.run([str(mpiexec), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "minipar.cost",
+        subprocess.run([str(mpiexec), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "minipar.observe.cost",
                         "--save", str(path)], check=True, env=env, timeout=180, stdout=subprocess.DEVNULL)
     with open(path) as f:
         return Machine(**json.load(f))

@@ -1,6 +1,6 @@
 """The alpha-beta-gamma model: formulas for collectives and training steps (no measuring).
 
-See ``minipar.cost`` for the whole model's description.
+See ``minipar.observe.cost`` for the whole model's description.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Pictures of what ran: per-rank timelines from a trace, and bandwidth against message size.
 
-    from minipar import plot, trace
+    from minipar.observe import plot, trace
     document = trace.collect(comm)                # or a path written by trace.save
     print(plot.text_timeline(document))           # in characters: '#' compute, '=' comm
     plot.busy_time(document)                      # rank -> seconds of compute, comm, overlap
@@ -13,7 +13,7 @@ gradients" (comm) inside the lesson's "backward" (compute) counts as waiting,
 not as both. A rank's threads are then merged: communication on DDP's thread
 during computation on the main thread is *overlap*, the time overlap hides.
 
-matplotlib is imported inside the functions, so ``import minipar.plot`` costs
+matplotlib is imported inside the functions, so ``import minipar.observe.plot`` costs
 nothing and minipar runs without matplotlib installed. Each function draws on
 ``ax`` if given (else a new figure) and returns the axes.
 """

@@ -19,7 +19,7 @@ steps build on them, see ``ddp_step``, ``pipeline_step`` and
 and receive at once, as every ring step does), time an in-place add and a
 matmul; ``fit()`` does it in a 2-rank ``mpiexec`` job and caches the result.
 
-    python -m minipar.cost [--refresh]   # fit this machine (cached), print a scaling table
+    python -m minipar.observe.cost [--refresh]   # fit this machine (cached), print a scaling table
     mpiexec -n 4 python -m mpi4py lessons/13_scale_model.py   # model vs measured, p = 2 and 4
 
 The model assumes one core per rank and a network that is the same between
@@ -27,8 +27,8 @@ every pair of ranks; on one machine with more ranks than cores, measured
 times grow beyond it (the ranks share cores and memory bandwidth).
 """
 
-from minipar.cost.fit import check_allreduce, fit, fit_alpha_beta, idle_barrier, main, measure
-from minipar.cost.model import (
+from minipar.observe.cost.fit import check_allreduce, fit, fit_alpha_beta, idle_barrier, main, measure
+from minipar.observe.cost.model import (
     ALLREDUCE,
     CACHE,
     FIT_SIZES,

@@ -1,12 +1,12 @@
 """Per-rank timelines: record compute and communication spans, write Chrome-trace JSON.
 
-    from minipar import trace
+    from minipar.observe import trace
     trace.enable()                      # or MINIPAR_TRACE=1 in the environment
     with trace.span("allreduce bucket 3", "comm", bytes=4096):
         ...
     trace.save("trace.json", comm)      # gathers every rank's spans to rank 0
 
-    from minipar import plot
+    from minipar.observe import plot
     print(plot.text_timeline("trace.json"))  # busy time per rank, a timeline in characters
     plot.timeline("trace.json")              # the same as a matplotlib Gantt chart
 

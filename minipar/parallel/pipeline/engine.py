@@ -35,7 +35,7 @@ full-batch loss, on every rank (the last stage sends it to the others).
 Counters (``stats``, per stage, for the last step): busy seconds (forward and
 backward compute, not waiting), idle = step - busy, the timeline of spans and
 ``peak_stashed``, the most micro-batches whose activations were held at once
-(GPipe m, 1F1B min(p - s, m)). The same spans go to ``minipar.trace``. With
+(GPipe m, 1F1B min(p - s, m)). The same spans go to ``minipar.observe.trace``. With
 ``train_step(..., synchronize=True)`` a barrier before and after makes the
 step span one global interval, so ``stats.bubble`` = idle / step measures the
 schedule's bubble, to compare with (p-1)/(m+p-1) (pipeline_schedules.py).
@@ -49,12 +49,13 @@ from typing import Any
 
 import numpy as np
 
-from minipar import trace
 from minipar.autograd import no_grad
 from minipar.backend import get_array_module
 from minipar.comm import require_communicator
 from minipar.nn import Sequential
-from minipar.parallel.pipeline_comm import (
+from minipar.observe import trace
+from minipar.parallel.pipeline.schedules import SCHEDULES
+from minipar.parallel.pipeline.stage_comm import (
     MAX_NDIM,
     TAG_HEADER,
     TAG_LOSS,
@@ -65,7 +66,6 @@ from minipar.parallel.pipeline_comm import (
     make_header,
     read_header,
 )
-from minipar.parallel.pipeline_schedules import SCHEDULES
 from minipar.tensor import Tensor
 
 

@@ -21,7 +21,6 @@ non-contiguous parameters still take (one kernel per pass is the GPU's way).
 from __future__ import annotations
 
 import copy
-import math
 import numbers
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -140,126 +139,6 @@ class Optimizer:
             param = params[int(key)]
             self.state[param] = {k: copy.deepcopy(v) for k, v in value.items()}
 
-
-class SGD(Optimizer):
-    """Stochastic gradient descent with PyTorch's momentum and weight decay.
-
-    g = grad + weight_decay * p
-    b = g (first step), else b = momentum * b + (1 - dampening) * g
-    g = g + momentum * b if nesterov else b
-    p = p - lr * g
-    """
-
-    def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.0,
-                 weight_decay: float = 0.0, dampening: float = 0.0, nesterov: bool = False) -> None:
-        if lr < 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError(
-                f"SGD needs lr, momentum, weight_decay >= 0, got {lr}, {momentum}, {weight_decay}"
-            )
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("nesterov momentum needs momentum > 0 and dampening = 0")
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                      dampening=dampening, nesterov=nesterov))
-
-    def step(self) -> None:
-        scratch = _Scratch()
-        for group in self.param_groups:
-            lr, momentum = group["lr"], group["momentum"]
-            weight_decay = group["weight_decay"]
-            for param in group["params"]:
-                grad = param.grad
-                if grad is None:
-                    continue
-                if momentum == 0:
-                    buffer = None
-                else:
-                    state = self.state.setdefault(param, {})
-                    buffer = state.get("momentum_buffer")
-                    if buffer is None:  # first step: the buffer starts as the (decayed) gradient
-                        if weight_decay != 0:
-                            grad = grad + weight_decay * param.data
-                        buffer = state["momentum_buffer"] = grad.copy()
-                        param.data -= lr * (grad + momentum * buffer if group["nesterov"] else buffer)
-                        continue
-                arrays = (param.data, grad) if buffer is None else (param.data, grad, buffer)
-                for block in _blocks(*arrays):
-                    self._update(block, *scratch.pair(block[0]), group)
-
-    @staticmethod
-    def _update(block: list[Any], t: Any, u: Any, group: dict[str, Any]) -> None:
-        """One block: ``p, g`` (and momentum buffer ``b``) in place; ``t``, ``u`` are scratch."""
-        p, g = block[0], block[1]
-        lr, momentum = group["lr"], group["momentum"]
-        weight_decay, dampening = group["weight_decay"], group["dampening"]
-        xp = get_array_module(p)
-        if weight_decay != 0:
-            g = xp.add(g, xp.multiply(p, weight_decay, out=t), out=t)  # g + wd * p
-        if momentum != 0:
-            b = block[2]
-            b *= momentum
-            b += g if dampening == 0 else xp.multiply(g, 1 - dampening, out=u)
-            g = xp.add(g, xp.multiply(b, momentum, out=u), out=u) if group["nesterov"] else b
-        p -= xp.multiply(g, lr, out=u)
-
-
-class Adam(Optimizer):
-    """Adam (Kingma & Ba, 2015) with PyTorch's exact update and L2 weight decay.
-
-    For each parameter p with gradient g, at step t = 1, 2, ...:
-
-        g = g + weight_decay * p                      (L2 penalty in the gradient, not AdamW)
-        m = beta1 * m + (1 - beta1) * g               (state "exp_avg")
-        v = beta2 * v + (1 - beta2) * g^2             (state "exp_avg_sq")
-        p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-
-    The division by 1 - beta^t (bias correction) undoes the pull of m and v
-    towards their zero start. State per parameter: ``step``, ``exp_avg``,
-    ``exp_avg_sq``, PyTorch's keys.
-    """
-
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
-        _check_number("lr", lr, 0.0)
-        _check_number("eps", eps, 0.0)
-        _check_number("weight_decay", weight_decay, 0.0)
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"Adam betas must be a pair (beta1, beta2), got {betas!r}")
-        for index, beta in enumerate(betas):
-            _check_number(f"betas[{index}]", beta, 0.0)
-            if not beta < 1:
-                raise ValueError(f"Adam betas[{index}] must be in [0, 1), got {beta!r}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
-
-    def step(self) -> None:
-        scratch = _Scratch()
-        for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                state = self.state.get(param)
-                if state is None:
-                    xp = get_array_module(param.data)
-                    state = self.state[param] = {"step": 0, "exp_avg": xp.zeros_like(param.data),
-                                                 "exp_avg_sq": xp.zeros_like(param.data)}
-                state["step"] += 1
-                for block in _blocks(param.data, param.grad, state["exp_avg"], state["exp_avg_sq"]):
-                    self._update(block, *scratch.pair(block[0]), group, state["step"])
-
-    @staticmethod
-    def _update(block: list[Any], t: Any, u: Any, group: dict[str, Any], step: int) -> None:
-        """One block of ``p, g, m, v`` (m, v and p in place); ``t``, ``u`` are scratch."""
-        p, g, exp_avg, exp_avg_sq = block
-        lr, (beta1, beta2) = group["lr"], group["betas"]
-        xp = get_array_module(p)
-        if group["weight_decay"] != 0:
-            g = xp.add(g, xp.multiply(p, group["weight_decay"], out=u), out=u)  # g + wd * p
-        exp_avg += xp.multiply(xp.subtract(g, exp_avg, out=t), 1 - beta1, out=t)  # = b1 m + (1-b1) g
-        exp_avg_sq *= beta2
-        exp_avg_sq += xp.multiply(xp.multiply(g, 1 - beta2, out=t), g, out=t)
-        step_size = lr / (1 - beta1 ** step)
-        denominator = xp.divide(xp.sqrt(exp_avg_sq, out=t), math.sqrt(1 - beta2 ** step), out=t)
-        denominator += group["eps"]
-        p -= xp.multiply(xp.divide(exp_avg, denominator, out=t), step_size, out=t)
 
 
 def _check_number(name: str, value: Any, minimum: float) -> None:

@@ -1,0 +1,52 @@
+"""The package's layout: one file per name, old import paths are aliases of the one file."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "minipar"
+
+OLD_PATHS = {
+    "minipar.trace": "minipar.observe.trace",
+    "minipar.plot": "minipar.observe.plot",
+    "minipar.memory": "minipar.observe.memory",
+    "minipar.cost": "minipar.observe.cost",
+    "minipar.data": "minipar.utils.data",
+    "minipar.fault": "minipar.snapshot.fault",
+    "minipar.utils.checkpoint": "minipar.checkpoint",
+    "minipar.parallel.data": "minipar.parallel.data_parallel",
+    "minipar.parallel.buckets": "minipar.parallel.data_parallel.buckets",
+    "minipar.parallel.tensor": "minipar.parallel.tensor_parallel",
+    "minipar.parallel.pipeline_schedules": "minipar.parallel.pipeline.schedules",
+    "minipar.parallel.pipeline_comm": "minipar.parallel.pipeline.stage_comm",
+    "minipar.parallel.snapshot": "minipar.snapshot.sharded",
+}
+
+
+def test_no_two_files_in_the_package_share_a_name() -> None:
+    names = Counter(path.name for path in PACKAGE.rglob("*.py")
+                    if path.name not in ("__init__.py", "__main__.py"))
+    assert [name for name, count in names.items() if count > 1] == []
+
+
+@pytest.mark.parametrize("old, new", sorted(OLD_PATHS.items()))
+def test_an_old_import_path_is_the_same_module_object_under_its_own_name(old: str, new: str) -> None:
+    module = importlib.import_module(old)
+    assert module is importlib.import_module(new)
+    assert module.__name__ == new and module.__spec__.name == new  # it still names its own file
+
+
+def test_from_imports_through_an_old_path_work_in_a_fresh_interpreter() -> None:
+    code = ("from minipar import trace, data\n"
+            "from minipar.parallel.tensor import ColumnParallelLinear\n"
+            "import minipar.observe.trace, minipar.parallel.tensor_parallel as tp\n"
+            "assert trace is minipar.observe.trace and ColumnParallelLinear is tp.ColumnParallelLinear\n"
+            "assert data.DataLoader.__module__ == 'minipar.utils.data.dataloader'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
