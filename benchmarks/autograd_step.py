@@ -95,7 +95,7 @@ def make_minipar_step(weights: list[np.ndarray], biases: list[np.ndarray]) -> tu
     layers: list[nn.Module] = []
     for weight, bias in zip(weights, biases):
         linear = nn.Linear(weight.shape[1], weight.shape[0])
-        linear.weight.data, linear.bias.data = weight.copy(), bias.copy()
+        linear.weight.array, linear.bias.array = weight.copy(), bias.copy()
         layers += [linear, nn.ReLU()]
     model = nn.Sequential(*layers[:-1])
     optimizer = SGD(model.parameters(), lr=LR)
@@ -107,7 +107,7 @@ def make_minipar_step(weights: list[np.ndarray], biases: list[np.ndarray]) -> tu
         optimizer.step()
         return loss.item()
 
-    return step, lambda: [p.data for p in model.parameters()]
+    return step, lambda: [p.array for p in model.parameters()]
 
 
 def make_torch_step(weights: list[np.ndarray], biases: list[np.ndarray]) -> tuple[Callable, Callable]:

@@ -107,7 +107,7 @@ def main(steps: int, every: int) -> None:
     bar.close()
 
     shared, _ = load_distributed(directory, comm)
-    live = [param.data for param in model.parameters()]
+    live = [param.array for param in model.parameters()]
     identical = all(a.tobytes() == b.tobytes() for a, b in zip(shared["model"].values(), live))
     comm.barrier()
     if rank != 0:

@@ -74,7 +74,7 @@ def part1_and_2_graph_and_backward() -> None:
     tensors["loss"].backward()
     for step, line in enumerate(visits, 1):
         print(f"  visit {step}: {line}")
-    print(f"  dloss/dx = {np.array2string(x.grad, precision=4)}  (x.grad, shape {x.grad.shape})")
+    print(f"  dloss/dx = {np.array2string(x.grad.array, precision=4)}  (x.grad, shape {x.grad.shape})")
 
 
 def central_differences(f, array: np.ndarray, eps: float = 1e-6) -> np.ndarray:
@@ -105,10 +105,10 @@ def part3_gradcheck() -> None:
 
     worst = 0.0
     for name, tensor in (("x", x), ("W", W), ("b", b)):
-        numeric = central_differences(loss_value, tensor.data)
-        difference = float(np.abs(numeric - tensor.grad).max())
+        numeric = central_differences(loss_value, tensor.array)
+        difference = float(np.abs(numeric - tensor.grad.array).max())
         worst = max(worst, difference)
-        print(f"  d loss/d {name}  autograd    {np.array2string(tensor.grad.ravel(), precision=6)}")
+        print(f"  d loss/d {name}  autograd    {np.array2string(tensor.grad.array.ravel(), precision=6)}")
         print(f"  {'':<10}  differences {np.array2string(numeric.ravel(), precision=6)}")
     print(f"  max |autograd - central differences| = {worst:.2e}  (eps 1e-6: expect ~1e-9 or less)")
     # The library's version of the same check (random projection of the output, then per element):
@@ -136,7 +136,7 @@ def part4_train_digits(epochs: int = 20, seed: int = 0) -> float:
             optimizer.step()
             total += loss.item() * len(y)
         with minipar.no_grad():
-            accuracy = float((model(x_test).data.argmax(axis=1) == digits.y_test).mean())
+            accuracy = float((model(x_test).array.argmax(axis=1) == digits.y_test).mean())
         bar.set_postfix(loss=f"{total / len(digits.y_train):.4f}", test_acc=f"{accuracy:.3f}")
     bar.close()
     correct = int(round(accuracy * len(digits.y_test)))

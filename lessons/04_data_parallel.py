@@ -92,10 +92,10 @@ if rank == 0:
         print(f"{i:4d}   {global_losses[i]:.15f}   {alone_losses[i]:.15f}")
     print(f"max |difference| over {steps} steps: {gap.max():.1e}  ->  the curves are equal "
           f"(float64 rounding only)" if gap.max() < 1e-9 else f"max |difference| {gap.max():.1e}: MISMATCH")
-    weights_gap = max(np.abs(a.data - b.data).max() for a, b in zip(ddp.parameters(), alone.parameters()))
+    weights_gap = max(np.abs(a.array - b.array).max() for a, b in zip(ddp.parameters(), alone.parameters()))
     print(f"max |weight difference| after training: {weights_gap:.1e}")
 
-params = sum(param.data.size for param in ddp.parameters())
+params = sum(param.array.size for param in ddp.parameters())
 exact = 0  # the ring sends every chunk but its own, then every chunk but its right neighbour's
 for bucket in ddp.buckets:
     size = bucket.nbytes // 8

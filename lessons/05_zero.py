@@ -67,7 +67,7 @@ def optimizer_bytes_after_first_step(make_optimizer: object, model: nn.Module) -
 
 
 # ----- 1 and 2. memory and bytes per rank, for groups of p = 1, 2, 4 ---------------------------------
-psi = sum(param.data.size for param in mlp().parameters())
+psi = sum(param.array.size for param in mlp().parameters())
 plain = optimizer_bytes_after_first_step(lambda model: optim.Adam(model.parameters()), mlp())
 say(f"model 64-512-512-10 in fp32: Ψ = {psi:,} parameters; plain Adam holds {plain:,} bytes of state "
     f"per rank (8Ψ = {8 * psi:,})\n")
@@ -116,7 +116,7 @@ for step in tqdm(range(STEPS), desc="ZeRO-1 training", disable=rank != 0):
         whole.backward()
         alone_opt.step()
 if rank == 0:
-    gap = max(np.abs(a.data - b.data).max() for a, b in zip(model.parameters(), alone.parameters()))
+    gap = max(np.abs(a.array - b.array).max() for a, b in zip(model.parameters(), alone.parameters()))
     lo, hi = opt.shard_bounds
     print(f"\nafter {STEPS} steps on {size} ranks: max |weights - plain Adam on 1 process| = {gap:.1e}; "
           f"rank 0 owns elements [{lo:,}, {hi:,}) of {opt.total_length:,}")

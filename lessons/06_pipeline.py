@@ -73,7 +73,7 @@ for x, y in tqdm(list(zip(xs, ys)), desc="1F1B training", disable=rank != 0):
     worst = max(worst, abs(loss - reference_loss.item()))
     for mine, theirs in zip(pipe.stage_module.parameters(),
                             [q for i in pipe.layer_range for q in reference[i].parameters()]):
-        worst = max(worst, float(np.abs(mine.data - theirs.data).max()))
+        worst = max(worst, float(np.abs(mine.array - theirs.array).max()))
 worst = allreduce(comm, np.array([worst]), op="max")[0]
 say(f"1. {p} stages, layers per stage {pipe.balance}; after {STEPS} SGD steps the largest difference "
     f"from one process (losses and parameters) is {worst:.1e}")

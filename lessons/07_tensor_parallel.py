@@ -56,8 +56,8 @@ say(f"   column-parallel A: weight {block[0].weight.shape} of {dense[0].weight.s
     f"(rows {rows[0]}..{rows[-1]}), bias {block[0].bias.shape}")
 say(f"   row-parallel    B: weight {block[2].weight.shape} of {dense[2].weight.shape} "
     f"(columns {rows[0]}..{rows[-1]}), bias {block[2].bias.shape} (whole, added once after the sum)")
-held = sum(q.data.size for q in block.parameters())
-total = sum(q.data.size for q in dense.parameters())
+held = sum(q.array.size for q in block.parameters())
+total = sum(q.array.size for q in dense.parameters())
 say(f"   parameters on this rank {held:,} of {total:,} ({held / total:.2f}; theory about 1/p = {1 / p:.2f})")
 
 # 2. Count the communication of one forward and one backward
@@ -82,12 +82,12 @@ x_dense = minipar.tensor(x_array, requires_grad=True)
 y_dense = dense(x_dense)
 (y_dense * y_dense).sum().backward()
 differences = {
-    "output Y": np.abs(y.data - y_dense.data).max(),
-    "dX": np.abs(x.grad - x_dense.grad).max(),
-    "dA (rows)": np.abs(block[0].weight.grad - dense[0].weight.grad[rows]).max(),
-    "db_A (rows)": np.abs(block[0].bias.grad - dense[0].bias.grad[rows]).max(),
-    "dB (columns)": np.abs(block[2].weight.grad - dense[2].weight.grad[:, rows]).max(),
-    "db_B": np.abs(block[2].bias.grad - dense[2].bias.grad).max(),
+    "output Y": np.abs(y.array - y_dense.array).max(),
+    "dX": np.abs(x.grad.array - x_dense.grad.array).max(),
+    "dA (rows)": np.abs(block[0].weight.grad.array - dense[0].weight.grad.array[rows]).max(),
+    "db_A (rows)": np.abs(block[0].bias.grad.array - dense[0].bias.grad.array[rows]).max(),
+    "dB (columns)": np.abs(block[2].weight.grad.array - dense[2].weight.grad.array[:, rows]).max(),
+    "db_B": np.abs(block[2].bias.grad.array - dense[2].bias.grad.array).max(),
 }
 say("\n3. largest difference from the dense block, over all ranks:")
 for name, value in differences.items():
@@ -101,12 +101,12 @@ optimizer, dense_optimizer = SGD(block.parameters(), lr=0.01), SGD(dense.paramet
 data = np.random.default_rng(1)
 for _ in tqdm(range(20), desc="training", disable=rank != 0):
     xb = minipar.tensor(data.normal(size=(BATCH, D)))
-    target = minipar.tensor(np.sin(xb.data))
+    target = minipar.tensor(np.sin(xb.array))
     for model, opt in ((block, optimizer), (dense, dense_optimizer)):
         loss = ((model(xb) - target) ** 2).mean()
         loss.backward()
         opt.step()
         opt.zero_grad()
-worst = worst_over_ranks(float(max(np.abs(block[0].weight.data - dense[0].weight.data[rows]).max(),
-                                   np.abs(block[2].weight.data - dense[2].weight.data[:, rows]).max())))
+worst = worst_over_ranks(float(max(np.abs(block[0].weight.array - dense[0].weight.array[rows]).max(),
+                                   np.abs(block[2].weight.array - dense[2].weight.array[:, rows]).max())))
 say(f"\n4. after 20 SGD steps the largest weight difference from dense training is {worst:.1e}")

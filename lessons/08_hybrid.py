@@ -90,7 +90,7 @@ for x, y in tqdm(list(zip(xs, ys)), desc="dp x pp training", disable=comm.rank !
 worst = max(abs(a - b) for a, b in zip(losses, reference_losses))
 for got, want in zip(pipe.stage_module.parameters(),
                      [q for i in pipe.layer_range for q in reference[i].parameters()]):
-    worst = max(worst, float(np.abs(got.data - want.data).max()))
+    worst = max(worst, float(np.abs(got.array - want.array).max()))
 worst = float(allreduce(comm, np.array([worst]), op="max")[0])
 say(f"\n2. loss {losses[0]:.4f} -> {losses[-1]:.4f} over {STEPS} steps (one process: "
     f"{reference_losses[0]:.4f} -> {reference_losses[-1]:.4f})")
@@ -99,7 +99,7 @@ say(f"3. largest difference from one process (losses and parameters, all ranks):
 # Bytes per step on rank 0 (stage 0 of replica 0), next to the prediction:
 # activations forward: m headers-and-payloads of (batch/dp/m, WIDTH) float64, one header per step;
 # gradient all-reduce over dp=2: 2(p-1)/p * N * 8 with p=2 -> N*8 for N = stage 0's parameters.
-stage_params = sum(q.data.size for q in pipe.stage_module.parameters())
+stage_params = sum(q.array.size for q in pipe.stage_module.parameters())
 activations = MICROBATCHES * (half // MICROBATCHES) * WIDTH * 8 + (8 + 2) * 8
 say(f"   rank 0 sent {int(np.median(sent)):,} bytes per step; predicted {activations + stage_params * 8:,} = "
     f"activations {activations:,} (incl. a {(8 + 2) * 8}-byte shape header) + gradient all-reduce "

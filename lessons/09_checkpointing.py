@@ -68,7 +68,7 @@ def main() -> None:
 
     print(f"{n} blocks of Linear({WIDTH}, {WIDTH}) + Tanh, batch {BATCH}, float32; "
           f"one activation = {activation / 1024:.0f} KiB, parameters = "
-          f"{sum(p.data.nbytes for p in model.parameters()) / MiB:.1f} MiB\n")
+          f"{sum(p.array.nbytes for p in model.parameters()) / MiB:.1f} MiB\n")
     segment_counts = sorted({2 ** i for i in range(int(math.log2(n)) + 1)} | {round(math.sqrt(n))})
     measured = {}
     tracemalloc.start()  # traced from here, so the gradients' reallocations are seen both ways
@@ -107,7 +107,7 @@ def main() -> None:
     for segments in (1, k):
         model.zero_grad()
         loss_of(segments).backward()
-        grads.append([p.grad.copy() for p in model.parameters()])
+        grads.append([p.grad.array.copy() for p in model.parameters()])
     worst = max(float(np.abs(a - b).max()) for a, b in zip(*grads))
     print(f"\nmax |gradient difference| plain vs k = {k} checkpointed: {worst:.1e} (the same float32 ops, "
           "recomputed)")

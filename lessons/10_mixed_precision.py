@@ -53,7 +53,7 @@ def first_layer_gradient(mode: str, weight: float) -> np.ndarray:
     loss = F.cross_entropy(logits.float(), y) * weight  # the loss itself in fp32
     scaler.scale(loss).backward()
     scaler.unscale_(SGD(model.parameters(), lr=0.0))  # divides by S (no-op when disabled)
-    return model[0].weight.grad
+    return model[0].weight.grad.array
 
 
 def main() -> None:
@@ -88,11 +88,11 @@ def main() -> None:
             loss = F.cross_entropy(logits.float(), y)
             optimizer.zero_grad()
             scaler.scale(loss).backward()
-        before = [p.data.copy() for p in model.parameters()]
+        before = [p.array.copy() for p in model.parameters()]
         scale = scaler.get_scale()
         scaler.step(optimizer)
         scaler.update()
-        moved = any(not np.array_equal(b, p.data) for b, p in zip(before, model.parameters()))
+        moved = any(not np.array_equal(b, p.array) for b, p in zip(before, model.parameters()))
         after = scaler.get_scale()
         if after < scale:
             result = "inf/NaN in the gradients: step skipped (weights unchanged), S halves"

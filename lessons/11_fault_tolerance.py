@@ -94,7 +94,7 @@ def worker(directory: str, out: str, resume: bool) -> None:
             sampler.set_epoch(sampler.epoch + 1)
     bar.close()
     if comm.rank == 0:
-        minipar.save({"params": [p.data for p in model.parameters()], "first_step": first,
+        minipar.save({"params": [p.array for p in model.parameters()], "first_step": first,
                       "loss": loss.item()}, out)
 
 

@@ -73,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     comm = world()
     root = comm.rank == 0
-    params = sum(p.data.size for p in make_model().parameters())
+    params = sum(p.array.size for p in make_model().parameters())
     step_ms: dict[bool, float] = {}
     for overlap in (False, True):
         trace.enable()  # clears the previous run's spans

@@ -45,9 +45,9 @@ from typing import Any
 
 import numpy as np
 
+from minipar.autograd.grad_mode import autocast_set, modes
 from minipar.backend import get_array_module
 from minipar.ops.elementwise import Cast
-from minipar.ops.shape import autocast_hook
 from minipar.tensor import Tensor
 
 READY, UNSCALED, STEPPED = "ready", "unscaled", "stepped"  # per-optimizer stage within one step
@@ -58,7 +58,7 @@ def _caster(dtype: np.dtype) -> Any:
 
     def cast(value: Any) -> Any:
         if isinstance(value, Tensor):
-            if value.data.dtype.kind == "f" and value.data.dtype != dtype:
+            if value.array.dtype.kind == "f" and value.array.dtype != dtype:
                 return Cast.apply(value, dtype)  # differentiable: backward casts the grad back
             return value
         if hasattr(value, "dtype") and value.dtype.kind == "f" and value.dtype != dtype:
@@ -79,16 +79,12 @@ def autocast(dtype: Any = np.float16, enabled: bool = True) -> Iterator[None]:
     dtype = np.dtype(dtype)
     if dtype.kind != "f":
         raise TypeError(f"autocast needs a floating dtype such as float16, got {dtype}")
-    previous = autocast_hook.cast
-    autocast_hook.cast = _caster(dtype) if enabled else None
-    try:
+    with autocast_set(_caster(dtype) if enabled else None):
         yield
-    finally:
-        autocast_hook.cast = previous
 
 
 def is_autocast_enabled() -> bool:
-    return autocast_hook.cast is not None
+    return modes.autocast is not None
 
 
 def _params_with_grads(optimizer: Any) -> Iterator[Tensor]:
@@ -169,7 +165,7 @@ class GradScaler:
         inv_scale = np.float32(1.0 / np.float64(scale))  # reciprocal in float64, as PyTorch
         found_inf = False
         for param in _params_with_grads(optimizer):
-            grad = param.grad
+            grad = param.grad.array
             if grad.dtype == np.float16:
                 raise ValueError("Attempting to unscale FP16 gradients (keep fp32 master weights).")
             xp = get_array_module(grad)
@@ -198,7 +194,7 @@ class GradScaler:
             return
         scale = self._require_scale("update")
         if new_scale is not None:
-            value = new_scale.data if isinstance(new_scale, Tensor) else new_scale
+            value = new_scale.array if isinstance(new_scale, Tensor) else new_scale
             if getattr(value, "size", 1) != 1:
                 raise ValueError(
                     f"new_scale must be a float or a one-element tensor, got shape {value.shape}"

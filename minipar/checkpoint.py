@@ -33,13 +33,12 @@ from minipar import autograd as _autograd
 from minipar.autograd import Function, enable_grad, is_grad_enabled, no_grad
 from minipar.observe import trace
 from minipar.random import get_rng_state, set_rng_state
-from minipar.tensor import Tensor
+from minipar.tensor import Tensor, recording_anchor
 
 # A leaf that requires grad, passed to every checkpointed call whose tensor inputs
 # all lack requires_grad. Without it ``Function.apply`` would record nothing and the
 # parameters inside ``fn`` (which ``no_grad`` hides) would never get gradients. Its
 # gradient is always None, so nothing is ever written into it.
-_ANCHOR = Tensor(np.zeros(()), requires_grad=True)
 _LEADING = 4  # fn, preserve_rng_state, tensor_mask, anchor come before the inputs
 
 
@@ -68,7 +67,7 @@ class CheckpointFunction(Function):
                 f"checkpoint: fn must return a single Tensor, got {type(out).__name__} "
                 "(tuples of outputs are not supported: checkpoint each output's function)"
             )
-        return out.data
+        return out.array
 
     @staticmethod
     def backward(ctx: Any, grad: Any) -> tuple[Any, ...]:
@@ -93,7 +92,8 @@ class CheckpointFunction(Function):
             del out
             with trace.span("checkpoint backward", "compute"):
                 _backward_within(root, grad)  # adds into captured parameters' .grad, once
-        input_grads = tuple(t.grad if need else None for t, need in zip(inputs, needs))
+        input_grads = tuple(t.grad.array if need and t.grad is not None else None
+                            for t, need in zip(inputs, needs))
         return (None,) * _LEADING + input_grads
 
 
@@ -104,7 +104,7 @@ def _backward_within(out: Any, grad: Any) -> None:
     callbacks queued by hooks here (DDP's "all buckets done") run when the
     *outer* backward ends, not when this recomputed segment does.
     """
-    _autograd._walk(out, grad, False)
+    _autograd.walk(out, grad, False)
 
 
 def checkpoint(fn: Callable[..., Tensor], *args: Any, preserve_rng_state: bool = True) -> Tensor:
@@ -123,7 +123,7 @@ def checkpoint(fn: Callable[..., Tensor], *args: Any, preserve_rng_state: bool =
         return fn(*args)
     tensor_mask = tuple(isinstance(a, Tensor) for a in args)
     any_grad = any(isinstance(a, Tensor) and a.requires_grad for a in args)
-    anchor = None if any_grad else _ANCHOR
+    anchor = None if any_grad else recording_anchor()
     return CheckpointFunction.apply(fn, preserve_rng_state, tensor_mask, anchor, *args)
 
 

@@ -19,7 +19,7 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: st
     is copied.
     """
     if isinstance(data, Tensor):
-        data = data.data.copy()
+        data = data.array.copy()
     xp = get_array_module(data)
     if dtype is not None:
         array = xp.array(data, dtype=np.dtype(dtype))
@@ -80,8 +80,8 @@ def arange(*args: Any, dtype: Any = None, device: str = "cpu") -> Tensor:
 
 
 def zeros_like(t: Tensor, requires_grad: bool = False) -> Tensor:
-    return Tensor(get_array_module(t.data).zeros_like(t.data), requires_grad=requires_grad)
+    return Tensor(get_array_module(t.array).zeros_like(t.array), requires_grad=requires_grad)
 
 
 def ones_like(t: Tensor, requires_grad: bool = False) -> Tensor:
-    return Tensor(get_array_module(t.data).ones_like(t.data), requires_grad=requires_grad)
+    return Tensor(get_array_module(t.array).ones_like(t.array), requires_grad=requires_grad)

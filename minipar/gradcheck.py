@@ -39,7 +39,7 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Tensor | Sequence[Any], eps: fl
 
     ``inputs``: a tensor or a sequence of arguments for ``fn``; those that are
     float64 tensors with requires_grad=True are checked. An element passes when
-    |analytic - numeric| <= atol + rtol * |numeric|. Inputs' ``.data`` and
+    |analytic - numeric| <= atol + rtol * |numeric|. Inputs' ``.array`` and
     ``.grad`` are left as they were.
     """
     args = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
@@ -52,14 +52,14 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Tensor | Sequence[Any], eps: fl
                 f"gradcheck needs float64 inputs (finite differences lose float32's few digits), "
                 f"input {i} is {args[i].dtype}: pass .double() copies"
             )
-    saved = [(args[i].data, args[i].grad) for i in checked]
+    saved = [(args[i].array, args[i].grad) for i in checked]
     try:
         analytic, projection = _analytic(fn, args, checked)
         for i, grad in zip(checked, analytic):
             _compare(fn, args, i, grad, projection, eps, atol, rtol)
     finally:
         for i, (data, grad) in zip(checked, saved):
-            args[i].data, args[i].grad = data, grad
+            args[i].array, args[i]._grad = data, grad
     return True
 
 
@@ -70,14 +70,14 @@ def _analytic(fn: Callable[..., Tensor], args: tuple[Any, ...], checked: list[in
     out = fn(*args)
     if not isinstance(out, Tensor):
         raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
-    xp = get_array_module(out.data)
+    xp = get_array_module(out.array)
     projection = xp.asarray(np.random.default_rng(1234).standard_normal(out.shape), dtype=np.float64)
     if out.requires_grad:
         out.backward(projection)
     grads = []
     for i in checked:
         grad = args[i].grad
-        grads.append(xp.zeros_like(args[i].data) if grad is None else grad.copy())
+        grads.append(xp.zeros_like(args[i].array) if grad is None else grad.array.copy())
     return grads, projection
 
 
@@ -85,12 +85,12 @@ def _compare(fn: Callable[..., Tensor], args: tuple[Any, ...], i: int, analytic:
              eps: float, atol: float, rtol: float) -> None:
     """Central differences for input ``i``, one element at a time, against ``analytic``."""
     tensor = args[i]
-    data = tensor.data.copy()  # perturbed in place; the caller's array is restored afterwards
-    tensor.data = data
+    data = tensor.array.copy()  # perturbed in place; the caller's array is restored afterwards
+    tensor.array = data
 
     def projected() -> float:
         with no_grad():
-            return (fn(*args).data * projection).sum().item()
+            return (fn(*args).array * projection).sum().item()
 
     for index in np.ndindex(data.shape):
         original = data[index].item()

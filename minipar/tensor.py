@@ -5,11 +5,22 @@
     >>> y = (x * x).sum()          # y = sum(x_i^2)
     >>> y.backward()
     >>> x.grad                     # dy/dx = 2x
-    array([2., 4., 6.], dtype=float32)
+    tensor([2., 4., 6.], dtype=float32)
 
-``.data`` is the raw array and may be reassigned; ``.grad`` is an array of the
-same shape (or None). A tensor made by an operation remembers the call that
-made it (``._node``, a ``Function`` ctx) when a gradient is wanted.
+PyTorch's data model:
+
+- ``.array`` is the raw ndarray: what collectives move, what ``Function.forward``
+  receives, what a learner inspects; it may be reassigned.
+- ``.data`` is a Tensor *without history* sharing that array: ``p.data.normal_(0, 0.02)``
+  or ``p.data.add_(p.grad, alpha=-lr)`` change ``p`` without being recorded.
+  Assigning ``p.data = t`` (a Tensor or an array) replaces ``p``'s array.
+- ``.grad`` is a Tensor without history (or None); ``p.grad.array`` is the gradient array.
+
+A tensor made by an operation remembers the call that made it (``._node``, a
+``Function`` ctx) when a gradient is wanted. This file holds the tensor itself: its
+storage, facts, gradient and in-place updates. Its arithmetic, reductions and shape
+methods are defined next to the operations, in ``ops/methods.py``, which binds them
+onto the class when ``minipar.ops`` is imported (tensor.py never imports the ops).
 """
 
 from __future__ import annotations
@@ -19,104 +30,157 @@ from typing import Any
 
 import numpy as np
 
+from minipar import autograd
+from minipar.autograd import function as _function
+from minipar.autograd.grad_mode import modes
 from minipar.backend import device_of, get_array_module, to_device
+from minipar.random import generator
 
 
 class Tensor:
     """An n-dimensional array that can record operations for backward."""
 
-    __slots__ = ("data", "grad", "requires_grad", "_node", "_hooks",
+    __slots__ = ("array", "_grad", "requires_grad", "_node", "_hooks",
                  "_post_accumulate_hooks", "__weakref__", "__dict__")
     __array_priority__ = 1000  # ndarray op Tensor -> Tensor's reflected operator
 
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
-        self.data = data
-        self.grad = None
+        if isinstance(data, Tensor):
+            data = data.array
+        self.array = data
+        self._grad = None
         self.requires_grad = bool(requires_grad)
         self._node = None
         self._hooks = None
+        self._post_accumulate_hooks = None
         if requires_grad and data.dtype.kind != "f":
             raise TypeError(f"only floating-point tensors can require grad, got dtype {data.dtype}")
 
-    # ----- facts --------------------------------------------------------------
+    @staticmethod
+    def _wrap(array: Any) -> Tensor:
+        """A history-free Tensor around ``array`` (no checks: the engine's fast path)."""
+        t = Tensor.__new__(Tensor)
+        t.array = array
+        t._grad = None
+        t.requires_grad = False
+        t._node = t._hooks = t._post_accumulate_hooks = None
+        return t
+
+    # ----- the data model -----------------------------------------------------------
+    @property
+    def data(self) -> Tensor:
+        """This tensor's array as a Tensor without history (changes to it are not recorded)."""
+        return Tensor._wrap(self.array)
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        array = value.array if isinstance(value, Tensor) else value
+        if not hasattr(array, "dtype") or not hasattr(array, "shape"):
+            raise TypeError(f".data must be set to a Tensor or an array, got {type(value).__name__}")
+        self.array = array
+
+    @property
+    def grad(self) -> Tensor | None:
+        """The gradient backward accumulated here, a Tensor without history, or None."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Tensor | None) -> None:
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"assigned grad expected to be a Tensor or None, got "
+                                f"{type(value).__name__} (wrap an array: minipar.tensor(array))")
+            if value.shape != self.shape:
+                raise ValueError(f"assigned grad has shape {value.shape}, the tensor has shape {self.shape}")
+        self._grad = value
+
+    # ----- facts --------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.data.shape
+        return self.array.shape
 
     @property
     def dtype(self) -> Any:
-        return self.data.dtype
+        return self.array.dtype
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self.array.ndim
 
     @property
     def size(self) -> int:
-        return self.data.size
+        return self.array.size
 
     @property
     def device(self) -> str:
-        return device_of(self.data)
+        return device_of(self.array)
 
     @property
     def is_leaf(self) -> bool:
         return self._node is None
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(self.array)
 
     def __repr__(self) -> str:
         grad = ", requires_grad=True" if self.requires_grad else ""
-        body = np.array2string(to_device(self.data, "cpu"), separator=", ", prefix="tensor(")
+        body = np.array2string(to_device(self.array, "cpu"), separator=", ", prefix="tensor(")
         return f"tensor({body}, dtype={self.dtype}{grad})"
 
     __hash__ = object.__hash__  # comparisons are elementwise, identity hashes
 
     def __bool__(self) -> bool:
-        if self.data.size != 1:
+        if self.array.size != 1:
             raise ValueError(
-                f"the truth value of a tensor with {self.data.size} elements is ambiguous; "
-                "use .any() or .all() on .data"
+                f"the truth value of a tensor with {self.array.size} elements is ambiguous; "
+                "use .any() or .all()"
             )
-        return bool(self.data)
+        return bool(self.array)
 
     def item(self) -> Any:
         """The single value of a one-element tensor as a Python number."""
-        if self.data.size != 1:
+        if self.array.size != 1:
             raise ValueError(f"item() needs a one-element tensor, got shape {self.shape}")
-        return self.data.item()
+        return self.array.item()
 
-    # ----- autograd -------------------------------------------------------------
-    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
-        """Back-propagate from this tensor; ``grad`` defaults to 1 for a scalar."""
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """NumPy's view of a (CPU) tensor: ``np.asarray(t)``, ``np.testing`` on tensors."""
+        array = self.numpy()
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+    def numpy(self) -> np.ndarray:
+        """The array as a NumPy array (copied from the GPU when needed)."""
+        return to_device(self.array, "cpu")
+
+    # ----- autograd -----------------------------------------------------------------
+    def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
+        """Back-propagate from this tensor; ``gradient`` defaults to 1 for a scalar."""
         if not self.requires_grad:
             raise RuntimeError(
                 "backward() on a tensor that does not require grad: no input of the "
                 "computation had requires_grad=True (or it ran under no_grad())"
             )
-        xp = get_array_module(self.data)
-        if grad is None:
-            if self.data.size != 1:
+        xp = get_array_module(self.array)
+        if gradient is None:
+            if self.array.size != 1:
                 raise RuntimeError(
                     f"backward() without a gradient needs a scalar output, got shape "
-                    f"{self.shape}; pass grad= an array of that shape (e.g. ones)"
+                    f"{self.shape}; pass a gradient of that shape (e.g. ones)"
                 )
-            grad = xp.ones_like(self.data)
+            gradient = xp.ones_like(self.array)
         else:
             # a copy: the caller's array must not become some leaf's .grad (optimizers write into it)
-            grad = xp.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
-            if grad.shape != self.shape:
-                raise ValueError(
-                    f"backward() gradient shape {grad.shape} does not match the tensor's "
-                    f"shape {self.shape}"
-                )
-        _autograd.backward(self, grad, retain_graph=retain_graph)
+            gradient = xp.array(gradient.array if isinstance(gradient, Tensor) else gradient,
+                                dtype=self.dtype)
+            if gradient.shape != self.shape:
+                raise ValueError(f"backward() gradient shape {gradient.shape} does not match the "
+                                 f"tensor's shape {self.shape}")
+        autograd.backward(self, gradient, retain_graph=retain_graph)
 
-    def register_hook(self, hook: Callable[[Any], Any]) -> Callable[[], None]:
-        """Call ``hook(grad_array)`` when this tensor's gradient is ready.
+    def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> Callable[[], None]:
+        """Call ``hook(grad)`` (a Tensor) when this tensor's gradient is ready.
 
-        The hook may return a replacement array. Returns a function that
+        The hook may return a replacement of the same shape. Returns a function that
         removes the hook again.
         """
         if not self.requires_grad:
@@ -135,170 +199,105 @@ class Tensor:
 
     def register_post_accumulate_grad_hook(self, hook: Callable[[Tensor], None]) -> None:
         """Call ``hook(self)`` after backward has added into this leaf's ``.grad``."""
-        _autograd.register_post_accumulate_grad_hook(self, hook)
+        autograd.register_post_accumulate_grad_hook(self, hook)
 
     def detach(self) -> Tensor:
-        """Same data (shared, not copied), cut from the graph."""
-        return Tensor(self.data)
+        """Same array (shared, not copied), cut from the graph."""
+        return Tensor._wrap(self.array)
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
-        if requires_grad and self.data.dtype.kind != "f":
+        if requires_grad and self.array.dtype.kind != "f":
             raise TypeError(f"only floating-point tensors can require grad, got {self.dtype}")
         self.requires_grad = requires_grad
         return self
 
+    # ----- in-place updates: never recorded, so not on tensors that record ---------------
+    def _writable(self, name: str) -> Any:
+        if self.requires_grad and modes.grad_enabled:
+            raise RuntimeError(
+                f"{name}() on a tensor that requires grad would not be recorded by autograd: "
+                f"update its .data instead (p.data.{name}(...)) or run it under minipar.no_grad()")
+        return self.array
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self._writable("__setitem__")[_array_of(index)] = _array_of(value)
+
     def zero_(self) -> Tensor:
-        self.data[...] = 0
+        self._writable("zero_")[...] = 0
         return self
 
-    def numpy(self) -> np.ndarray:
-        """The data as a NumPy array (copied from the GPU when needed)."""
-        return to_device(self.data, "cpu")
+    def fill_(self, value: Any) -> Tensor:
+        self._writable("fill_")[...] = _array_of(value)
+        return self
 
-    def to(self, device: str) -> Tensor:
-        """This tensor on ``device`` ("cpu" or "cuda"); self when already there."""
-        moved = to_device(self.data, device)
-        if moved is self.data:
-            return self
-        return _ops.ToDevice.apply(self, device)
+    def copy_(self, source: Any) -> Tensor:
+        self._writable("copy_")[...] = _array_of(source)
+        return self
 
-    def cpu(self) -> Tensor:
-        return self.to("cpu")
+    def add_(self, other: Any, alpha: Any = 1) -> Tensor:
+        """``self += alpha * other``, in place (PyTorch's ``add_(other, alpha=)``)."""
+        array, other = self._writable("add_"), _array_of(other)
+        array += other if alpha == 1 else alpha * other
+        return self
 
-    def cuda(self) -> Tensor:
-        return self.to("cuda")
+    def sub_(self, other: Any, alpha: Any = 1) -> Tensor:
+        array, other = self._writable("sub_"), _array_of(other)
+        array -= other if alpha == 1 else alpha * other
+        return self
 
-    def astype(self, dtype: Any) -> Tensor:
-        """A differentiable cast (the gradient is cast back)."""
-        dtype = np.dtype(dtype)
-        if dtype.kind not in "biufc":
-            raise TypeError(f"astype needs a bool, integer, float or complex dtype, got {dtype}")
-        return _ops.Cast.apply(self, dtype)
+    def mul_(self, other: Any) -> Tensor:
+        array = self._writable("mul_")
+        array *= _array_of(other)
+        return self
 
-    def float(self) -> Tensor:
-        return self.astype(np.float32)
+    def div_(self, other: Any) -> Tensor:
+        array = self._writable("div_")
+        array /= _array_of(other)
+        return self
 
-    def double(self) -> Tensor:
-        return self.astype(np.float64)
+    def clamp_(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002 (PyTorch's names)
+        array = self._writable("clamp_")
+        get_array_module(array).clip(array, min, max, out=array)
+        return self
 
-    def half(self) -> Tensor:
-        return self.astype(np.float16)
+    def normal_(self, mean: float = 0.0, std: float = 1.0) -> Tensor:
+        """Fill with draws from N(mean, std^2), from minipar's generator."""
+        array = self._writable("normal_")
+        array[...] = generator().normal(mean, std, size=array.shape)
+        return self
 
-    # ----- arithmetic -----------------------------------------------------------
-    def __add__(self, other: Any) -> Tensor:
-        return _ops.add(self, other)
+    def uniform_(self, a: float = 0.0, b: float = 1.0) -> Tensor:
+        """Fill with draws from U(a, b), from minipar's generator."""
+        array = self._writable("uniform_")
+        array[...] = generator().uniform(a, b, size=array.shape)
+        return self
 
-    def __radd__(self, other: Any) -> Tensor:
-        return _ops.add(other, self)
-
-    def __sub__(self, other: Any) -> Tensor:
-        return _ops.sub(self, other)
-
-    def __rsub__(self, other: Any) -> Tensor:
-        return _ops.sub(other, self)
-
-    def __mul__(self, other: Any) -> Tensor:
-        return _ops.mul(self, other)
-
-    def __rmul__(self, other: Any) -> Tensor:
-        return _ops.mul(other, self)
-
-    def __truediv__(self, other: Any) -> Tensor:
-        return _ops.div(self, other)
-
-    def __rtruediv__(self, other: Any) -> Tensor:
-        return _ops.div(other, self)
-
-    def __pow__(self, exponent: Any) -> Tensor:
-        return _ops.power(self, exponent)
-
-    def __rpow__(self, base: Any) -> Tensor:
-        return _ops.power(base, self)
-
-    def __neg__(self) -> Tensor:
-        return _ops.Neg.apply(self)
-
-    def __matmul__(self, other: Any) -> Tensor:
-        return _ops.matmul(self, other)
-
-    def __rmatmul__(self, other: Any) -> Tensor:
-        return _ops.matmul(other, self)
-
-    # comparisons: no gradient, boolean results
-    def __lt__(self, other: Any) -> Tensor:
-        return Tensor(self.data < _ops.unwrap(other))
-
-    def __le__(self, other: Any) -> Tensor:
-        return Tensor(self.data <= _ops.unwrap(other))
-
-    def __gt__(self, other: Any) -> Tensor:
-        return Tensor(self.data > _ops.unwrap(other))
-
-    def __ge__(self, other: Any) -> Tensor:
-        return Tensor(self.data >= _ops.unwrap(other))
-
-    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return Tensor(self.data == _ops.unwrap(other))
-
-    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return Tensor(self.data != _ops.unwrap(other))
-
-    def __getitem__(self, index: Any) -> Tensor:
-        return _ops.getitem(self, index)
-
-    # ----- elementwise functions and reductions -------------------------------
-    def exp(self) -> Tensor:
-        return _ops.Exp.apply(self)
-
-    def log(self) -> Tensor:
-        return _ops.Log.apply(self)
-
-    def relu(self) -> Tensor:
-        return _ops.ReLU.apply(self)
-
-    def tanh(self) -> Tensor:
-        return _ops.Tanh.apply(self)
-
-    def sigmoid(self) -> Tensor:
-        return _ops.Sigmoid.apply(self)
-
-    def sqrt(self) -> Tensor:
-        return _ops.power(self, 0.5)
-
-    def abs(self) -> Tensor:
-        return _ops.Abs.apply(self)
-
-    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
-        return _ops.Sum.apply(self, _ops.normalize_axis(axis, self.ndim), keepdims)
-
-    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
-        return _ops.Mean.apply(self, _ops.normalize_axis(axis, self.ndim), keepdims)
-
-    def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
-        return _ops.Max.apply(self, _ops.normalize_axis(axis, self.ndim), keepdims)
-
-    # ----- shape ------------------------------------------------------------------
-    def reshape(self, *shape: Any) -> Tensor:
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        return _ops.reshape(self, shape)
-
-    view = reshape
-
-    def flatten(self, start_dim: int = 0) -> Tensor:
-        start = start_dim % max(self.ndim, 1)
-        return self.reshape(*self.shape[:start], -1)
-
-    def transpose(self, *axes: Any) -> Tensor:
-        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-            axes = tuple(axes[0])
-        return _ops.transpose(self, axes or None)
-
-    @property
-    def T(self) -> Tensor:  # noqa: N802 (NumPy's and PyTorch's name)
-        return _ops.transpose(self, None)
+    def clone(self) -> Tensor:
+        """A copy with its own array; differentiable (the gradient passes straight through)."""
+        if self.requires_grad and modes.grad_enabled:
+            return self + 0  # recorded: d clone / d self = 1
+        return Tensor._wrap(self.array.copy())
 
 
-# Bottom imports: ops and autograd need the Tensor class defined above.
-from minipar import autograd as _autograd  # noqa: E402
-from minipar import ops as _ops  # noqa: E402
+_ANCHORS: dict[tuple[Any, Any], Tensor] = {}
+
+
+def recording_anchor(dtype: Any = np.float64, xp: Any = np) -> Tensor:
+    """A 0-d leaf that requires grad and never receives a gradient (one per dtype and device).
+
+    Passed to ``Function.apply`` as an extra argument, it makes autograd record a call
+    none of whose real inputs needs a gradient: a pipeline stage's receive (its backward
+    sends the gradient on), a checkpointed segment whose trainable tensors are all inside.
+    """
+    key = (np.dtype(dtype), xp)
+    if key not in _ANCHORS:
+        _ANCHORS[key] = Tensor(xp.zeros((), dtype=dtype), requires_grad=True)
+    return _ANCHORS[key]
+
+
+def _array_of(value: Any) -> Any:
+    return value.array if isinstance(value, Tensor) else value
+
+
+# The autograd package builds its results as Tensors: give it the class (it never imports us).
+_function.Tensor = Tensor

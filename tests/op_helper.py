@@ -72,6 +72,6 @@ def check_op(shapes: Sequence[tuple[int, ...]], torch_fn: Callable[..., Any],
         theirs.backward(torch.tensor(upstream))
         for index, (mine, reference) in enumerate(zip(ours_in, theirs_in)):
             expected = reference.grad if reference.grad is not None else torch.zeros_like(reference)
-            got = mine.grad if mine.grad is not None else np.zeros_like(mine.data)
+            got = mine.grad if mine.grad is not None else np.zeros_like(mine.array)
             assert_close(got, expected, GRAD_ATOL, GRAD_RTOL, f"gradient of input {index}")
     return ours, ours_in

@@ -78,7 +78,7 @@ def train_ddp(comm: Any, total: int, directory: str | None = None, every: int = 
             save_distributed(directory, comm, gather=True,
                              shared={"model": ddp.state_dict(), "optimizer": opt.state_dict(), "step": step},
                              local={"rng": minipar.get_rng_state(), "sampler": sampler.state_dict()})
-    return [p.data.copy() for p in model.parameters()]
+    return [p.array.copy() for p in model.parameters()]
 
 
 def train_zero(comm: Any, total: int, directory: str | None = None, every: int = 0,
@@ -107,7 +107,7 @@ def train_zero(comm: Any, total: int, directory: str | None = None, every: int =
             save_distributed(directory, comm, shared={"model": model.state_dict(), "step": step},
                              local={"optimizer": zero.state_dict(), "rng": minipar.get_rng_state(),
                                     "sampler": sampler.state_dict()})
-    return [p.data.copy() for p in model.parameters()]
+    return [p.array.copy() for p in model.parameters()]
 
 
 def train_pipeline(comm: Any, total: int, directory: str | None = None, every: int = 0,
@@ -137,7 +137,7 @@ def train_pipeline(comm: Any, total: int, directory: str | None = None, every: i
             save_distributed(directory, comm, shared={"step": step},
                              local={"stage": pipe.stage_module.state_dict(), "optimizer": opt.state_dict(),
                                     "rng": minipar.get_rng_state(), "sampler": sampler.state_dict()})
-    return [p.data.copy() for p in pipe.stage_module.parameters()]
+    return [p.array.copy() for p in pipe.stage_module.parameters()]
 
 
 # ----- world-size independent training: for resuming at another world size ------------------------
@@ -181,7 +181,7 @@ def train_resharded(comm: Any, kind: str, start: int, stop: int, load_from: str 
         else:
             save_distributed(save_to, comm, shared={"model": model.state_dict(),
                                                     "optimizer": opt.state_dict()}, gather=True)
-    return [p.data.copy() for p in model.parameters()]
+    return [p.array.copy() for p in model.parameters()]
 
 
 if __name__ == "__main__":  # mpiexec -n 3 python -m mpi4py tests/resumable.py full|resume DIR OUT.npz

@@ -59,7 +59,7 @@ def assert_scalers_agree(run) -> list[float]:
     for step, (ours, ours_param), (theirs, theirs_param) in run:
         assert ours.get_scale() == theirs.get_scale(), f"scale differs after step {step}"
         assert ours.state_dict() == theirs.state_dict(), f"state differs after step {step}"
-        np.testing.assert_allclose(ours_param.data, theirs_param.detach().numpy(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(ours_param.array, theirs_param.detach().numpy(), rtol=1e-6, atol=1e-7)
         scales.append(ours.get_scale())
     return scales
 
@@ -101,7 +101,7 @@ def test_unscale_divides_gradients_by_the_scale_and_step_does_not_unscale_again(
     scaler.unscale_(optimizer)
     np.testing.assert_array_equal(param.grad, [3.0, -1.0])
     scaler.step(optimizer)
-    np.testing.assert_allclose(param.data, [1.0 - 0.5 * 3.0, 2.0 + 0.5 * 1.0])
+    np.testing.assert_allclose(param.array, [1.0 - 0.5 * 3.0, 2.0 + 0.5 * 1.0])
     with pytest.raises(RuntimeError, match="already been called since the last update"):
         scaler.step(optimizer)
     with pytest.raises(RuntimeError, match="after step"):
@@ -120,9 +120,9 @@ def test_unscale_twice_before_update_is_an_error():
 def test_skipped_step_leaves_parameters_and_optimizer_state_untouched():
     param, optimizer, scaler = make_step_setup(scale=4.0)
     param.grad[0] = np.nan
-    before = param.data.copy()
+    before = param.array.copy()
     assert scaler.step(optimizer) is None
-    np.testing.assert_array_equal(param.data, before)
+    np.testing.assert_array_equal(param.array, before)
     assert optimizer.state == {}  # no momentum buffer was created
     scaler.update()
     assert scaler.get_scale() == 2.0
@@ -156,7 +156,7 @@ def test_disabled_scaler_passes_everything_through():
     loss.backward()
     scaler.step(optimizer)
     scaler.update()
-    np.testing.assert_allclose(param.data, [-2.0])
+    np.testing.assert_allclose(param.array, [-2.0])
     assert scaler.get_scale() == 1.0 and scaler.state_dict() == {}
 
 
@@ -200,7 +200,7 @@ def test_autocast_gradients_match_fp32_within_fp16_precision():
     model = small_model()
     x, y = minipar.randn(8, 6), np.arange(8) % 3
     F.cross_entropy(model(x), y).backward()
-    expected = [p.grad.copy() for p in model.parameters()]
+    expected = [p.grad.array.copy() for p in model.parameters()]
     model.zero_grad()
     with amp.autocast():
         logits = model(x)

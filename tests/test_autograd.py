@@ -26,7 +26,7 @@ def test_gradients_accumulate_across_two_backwards():
     x = leaf([1.0, 2.0, 3.0])
     (x * x).sum().backward()
     (3 * x).sum().backward()
-    np.testing.assert_array_equal(x.grad, 2 * x.data + 3)
+    np.testing.assert_array_equal(x.grad, 2 * x.array + 3)
 
 
 def test_tensor_used_twice_gets_both_contributions():
@@ -34,8 +34,8 @@ def test_tensor_used_twice_gets_both_contributions():
     check_op([(3,), (3,)], lambda x, y: x * x + x * y + x)
     x, y = leaf([1.0, -2.0]), leaf([0.5, 4.0])
     (x * x + x * y + x).sum().backward()
-    np.testing.assert_array_equal(x.grad, 2 * x.data + y.data + 1)
-    np.testing.assert_array_equal(y.grad, x.data)
+    np.testing.assert_array_equal(x.grad, 2 * x.array + y.array + 1)
+    np.testing.assert_array_equal(y.grad, x.array)
 
 
 def test_diamond_graph_matches_torch():
@@ -90,7 +90,7 @@ def test_no_grad_records_nothing_and_is_per_thread():
 def test_detach_shares_data_and_stops_gradient():
     x = leaf([1.0, 2.0])
     d = x.detach()
-    assert d.data is x.data and not d.requires_grad
+    assert d.array is x.array and not d.requires_grad
     (x * d).sum().backward()  # d is a constant: d(x*d)/dx = d
     np.testing.assert_array_equal(x.grad, [1.0, 2.0])
 
@@ -104,7 +104,7 @@ def test_second_backward_without_retain_graph_raises_and_with_it_accumulates():
     x.grad = None
     z = (x.exp() * x).sum()
     z.backward(retain_graph=True)
-    once = x.grad.copy()
+    once = x.grad.array.copy()
     z.backward()
     np.testing.assert_allclose(x.grad, 2 * once)
 
@@ -158,12 +158,12 @@ def test_hook_removal_stops_calls():
 def test_post_accumulate_hook_runs_once_after_grad_is_final():
     x = leaf([1.0, 2.0])
     seen = []
-    x.register_post_accumulate_grad_hook(lambda t: seen.append(t.grad.copy()))
+    x.register_post_accumulate_grad_hook(lambda t: seen.append(t.grad.array.copy()))
     (x * x + x * 4).sum().backward()  # x used three times, one call with the total
     assert len(seen) == 1
-    np.testing.assert_array_equal(seen[0], 2 * x.data + 4)
+    np.testing.assert_array_equal(seen[0], 2 * x.array + 4)
     (x * 1).sum().backward()  # second backward: called again, after accumulation
-    np.testing.assert_array_equal(seen[1], 2 * x.data + 5)
+    np.testing.assert_array_equal(seen[1], 2 * x.array + 5)
 
 
 class ViewAndBase(Function):
@@ -209,7 +209,7 @@ def test_a_post_accumulate_hook_may_overwrite_grad_in_place_without_changing_any
     scribbled, seen = [leaf(v) for v in values], {}
 
     def overwrite(t):
-        seen[id(t)] = t.grad.copy()
+        seen[id(t)] = t.grad.array.copy()
         t.grad[...] = np.nan  # e.g. an all-reduce working in place
 
     for t in scribbled:
@@ -258,7 +258,7 @@ def test_tensor_dtype_rules_follow_design():
     source = np.ones(2)
     copied = minipar.tensor(source)
     source[0] = 5.0
-    assert copied.data[0] == 1.0, "tensor() copies its input, like torch.tensor"
+    assert copied.array[0] == 1.0, "tensor() copies its input, like torch.tensor"
 
 
 def test_integer_tensor_cannot_require_grad():
@@ -311,10 +311,10 @@ def test_gradcheck_needs_float64_and_a_differentiable_input():
 
 def test_gradcheck_leaves_inputs_as_they_were():
     x = leaf([1.0, 2.0])
-    x.grad = np.array([7.0, 7.0])
-    data = x.data
+    x.grad = minipar.tensor(np.array([7.0, 7.0]))
+    data = x.array
     gradcheck(lambda t: (t * t).sum(), x)
-    assert x.data is data and np.array_equal(x.data, [1.0, 2.0])
+    assert x.array is data and np.array_equal(x.array, [1.0, 2.0])
     np.testing.assert_array_equal(x.grad, [7.0, 7.0])
 
 

@@ -227,7 +227,7 @@ def test_nan_loss_with_the_check_on_names_rank_and_step(monkeypatch: pytest.Monk
 
 def test_nan_gradients_are_named_by_parameter_and_count() -> None:
     layer = nn.Linear(3, 2)
-    layer.weight.grad = np.array([[0.0, np.inf, 1.0], [np.nan, 0.0, 0.0]], dtype=np.float32)
+    layer.weight.grad = minipar.tensor(np.array([[0.0, np.inf, 1.0], [np.nan, 0.0, 0.0]], dtype=np.float32))
     with pytest.raises(ValueError, match=r"step 7: the gradient of parameter 0 \(shape \(2, 3\)\) has 2 "
                                          r"non-finite values, expected none"):
         fault.check_finite(1.0, 7, params=layer.parameters(), enabled=True)

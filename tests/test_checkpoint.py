@@ -28,7 +28,7 @@ def grads_of(model: nn.Module, run, x: minipar.Tensor) -> tuple[float, list[np.n
     x.grad = None
     loss = (run(x) ** 2).sum()
     loss.backward()
-    return loss.item(), [p.grad.copy() for p in model.parameters()], x.grad
+    return loss.item(), [p.grad.array.copy() for p in model.parameters()], x.grad
 
 
 def assert_same(plain, checkpointed) -> None:
@@ -119,7 +119,7 @@ def test_several_inputs_non_tensor_args_and_inputs_without_grad():
         return minipar.nn.functional.cross_entropy(logits, targets)
 
     fn(a, b, 2.5, c, targets).backward()
-    expected = a.grad.copy(), b.grad.copy()
+    expected = a.grad.array.copy(), b.grad.array.copy()
     a.grad = b.grad = None
     checkpoint(fn, a, b, 2.5, c, targets).backward()
     np.testing.assert_allclose(a.grad, expected[0], rtol=0, atol=1e-12)
@@ -136,7 +136,7 @@ def test_parameters_captured_by_a_closure_get_gradients_even_when_no_input_requi
         return (t @ weight).tanh() @ weight
 
     (block(x) ** 2).sum().backward()
-    expected = weight.grad.copy()
+    expected = weight.grad.array.copy()
     weight.grad = None
     out = checkpoint(block, x)
     assert out.requires_grad
@@ -153,7 +153,7 @@ def test_captured_parameter_gradient_is_accumulated_exactly_once_per_backward():
     for p in model.parameters():
         p.register_post_accumulate_grad_hook(lambda t: calls.__setitem__(id(t), calls[id(t)] + 1))
     (model(x) ** 2).sum().backward()
-    once = [p.grad.copy() for p in model.parameters()]
+    once = [p.grad.array.copy() for p in model.parameters()]
     model.zero_grad()
     for _ in range(2):  # two backwards accumulate: twice the gradient
         (checkpoint_sequential(model, 2, x) ** 2).sum().backward()
@@ -191,9 +191,9 @@ def test_checkpoint_stage_is_the_pipeline_hook_keeping_only_the_input():
     minipar.manual_seed(10)
     stage = mlp(3)
     x = minipar.randn(4, 8, dtype=np.float64, requires_grad=True)  # received from the previous stage
-    grad_from_next = minipar.randn(4, 8, dtype=np.float64).data
+    grad_from_next = minipar.randn(4, 8, dtype=np.float64).array
     stage(x).backward(grad_from_next)
-    expected = [p.grad.copy() for p in stage.parameters()], x.grad.copy()
+    expected = [p.grad.array.copy() for p in stage.parameters()], x.grad.array.copy()
     stage.zero_grad()
     x.grad = None
     out = checkpoint_stage(stage, x)
@@ -225,7 +225,7 @@ def test_checkpoint_under_no_grad_is_a_plain_call():
     with minipar.no_grad():
         out = checkpoint(block, x)
     assert not out.requires_grad
-    np.testing.assert_array_equal(out.data, block(x).data)
+    np.testing.assert_array_equal(out.array, block(x).array)
 
 
 def test_bad_arguments_raise_clear_errors():

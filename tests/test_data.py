@@ -103,9 +103,9 @@ def test_dataloader_yields_tensor_batches_in_order_covering_each_row_once() -> N
     assert [len(b[1]) for b in batches] == [5, 5, 5, 5, 3]
     assert all(isinstance(t, minipar.Tensor) for batch in batches for t in batch)
     assert batches[0][0].dtype == np.float32 and batches[0][1].dtype == np.int64
-    np.testing.assert_array_equal(np.concatenate([b[0].data for b in batches]), x)
-    np.testing.assert_array_equal(np.concatenate([b[1].data for b in batches]), y)
-    batches[0][0].data[...] = -1  # a batch is a copy: writing into it leaves the dataset alone
+    np.testing.assert_array_equal(np.concatenate([b[0].array for b in batches]), x)
+    np.testing.assert_array_equal(np.concatenate([b[1].array for b in batches]), y)
+    batches[0][0].array[...] = -1  # a batch is a copy: writing into it leaves the dataset alone
     assert x.min() == 0
 
 
@@ -120,7 +120,7 @@ def test_dataloader_shuffle_is_a_permutation_per_epoch_reproducible_under_manual
     def two_epochs(seed: int) -> list[np.ndarray]:
         minipar.manual_seed(seed)
         loader = DataLoader(y, batch_size=8, shuffle=True)
-        return [np.concatenate([b[0].data for b in loader]) for _ in range(2)]
+        return [np.concatenate([b[0].array for b in loader]) for _ in range(2)]
 
     first, again, other = two_epochs(7), two_epochs(7), two_epochs(8)
     for epoch in first:
@@ -215,13 +215,13 @@ def test_dataloader_over_a_sampler_resumes_mid_epoch_from_its_state_dict() -> No
     sampler = DistributedSampler(50, RankInfo(1, 3), seed=4)
     loader = DataLoader(x, batch_size=4, sampler=sampler)
     loader.set_epoch(2)
-    uninterrupted = [b[0].data.ravel().tolist() for b in loader]
+    uninterrupted = [b[0].array.ravel().tolist() for b in loader]
     assert len(loader) == len(uninterrupted) == 5 and sum(map(len, uninterrupted)) == 17
 
     loader.set_epoch(3)
     loader.set_epoch(2)
     batches = iter(loader)
-    seen = [next(batches)[0].data.ravel().tolist() for _ in range(2)]
+    seen = [next(batches)[0].array.ravel().tolist() for _ in range(2)]
     state = sampler.state_dict()
     assert state["epoch"] == 2 and state["consumed"] == 8
 
@@ -230,7 +230,7 @@ def test_dataloader_over_a_sampler_resumes_mid_epoch_from_its_state_dict() -> No
     resumed = DataLoader(x, batch_size=4, sampler=resumed_sampler)
     resumed.set_epoch(2)  # the same epoch keeps the position
     assert len(resumed) == 3
-    rest = [b[0].data.ravel().tolist() for b in resumed]
+    rest = [b[0].array.ravel().tolist() for b in resumed]
     assert seen + rest == uninterrupted
     assert resumed_sampler.state_dict()["consumed"] == 17 and len(resumed_sampler) == 17
 
@@ -263,7 +263,7 @@ def test_sampler_with_a_real_communicator_shares_a_dataloader_epoch_across_3_ran
     def rank_epoch(comm: object) -> list[int]:
         loader = DataLoader(y, batch_size=3, sampler=DistributedSampler(20, comm, seed=9))
         loader.set_epoch(1)
-        return [int(i) for batch in loader for i in batch[0].data]
+        return [int(i) for batch in loader for i in batch[0].array]
 
     per_rank = run_local(rank_epoch, 3)
     assert [len(ids) for ids in per_rank] == [7, 7, 7]

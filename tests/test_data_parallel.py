@@ -43,7 +43,7 @@ def shard(array: np.ndarray, rank: int, size: int) -> np.ndarray:
 
 
 def weights(model: Any) -> list[np.ndarray]:
-    return [param.data.copy() for param in model.parameters()]
+    return [param.array.copy() for param in model.parameters()]
 
 
 def train_one_process(steps: int = STEPS, model: nn.Module | None = None) -> list[np.ndarray]:
@@ -244,14 +244,41 @@ def test_averaged_gradients_live_in_the_buckets_with_no_copy_back() -> None:
             for got, want in zip((param.grad for param in ddp.parameters()), expected):
                 np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
         assert len(packed.buckets) == 1
-        assert all(np.shares_memory(param.grad, packed.buckets[0].buffer) for param in packed.parameters())
+        assert all(np.shares_memory(param.grad.array, packed.buckets[0].buffer.flat)
+                   for param in packed.parameters())
         # one parameter per bucket, overlapped or not: the engine's own array is reduced in place,
         # no buffer at all
         for ddp in (solo, after):
-            assert all(bucket.flat is bucket.params[0].grad and bucket.buffer is None
+            assert all(bucket.flat is bucket.params[0].grad.array and bucket.buffer is None
                        for bucket in ddp.buckets)
 
     run_local(body, 3)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("overlap", [False, True])
+def test_the_plain_copying_bucket_trains_bit_identically_to_the_in_place_one(overlap: bool) -> None:
+    """reduce_in_place=False copies even one-parameter buckets into a flat buffer; same numbers."""
+
+    def body(comm: Any) -> list[np.ndarray]:
+        trained = []
+        for in_place in (True, False):
+            ddp = DistributedDataParallel(make_model(), comm, bucket_cap_mb=1e-6, overlap=overlap,
+                                          reduce_in_place=in_place)
+            opt = optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+            for _ in range(5):
+                x, y = minipar.tensor(shard(X, comm.rank, 2)), shard(Y, comm.rank, 2)
+                opt.zero_grad()
+                F.cross_entropy(ddp(x), y).backward()
+                opt.step()
+            copied = all(b.buffer is not None and b.flat is b.buffer.flat for b in ddp.buckets)
+            assert copied != in_place  # the plain form always copies; in place never does here
+            trained.append([p.array.copy() for p in ddp.parameters()])
+        for in_place_param, copied_param in zip(*trained):
+            np.testing.assert_array_equal(in_place_param, copied_param)
+        return trained[0]
+
+    run_local(body, 2)
 
 
 class SlowIdentity(minipar.Function):
@@ -374,7 +401,7 @@ def test_ddp_passes_the_module_interface_through() -> None:
         assert list(ddp.state_dict()) == list(model.state_dict())
         assert [id(p) for p in ddp.parameters()] == [id(p) for p in model.parameters()]
         with minipar.no_grad():
-            np.testing.assert_array_equal(ddp(minipar.tensor(X)).data, model(minipar.tensor(X)).data)
+            np.testing.assert_array_equal(ddp(minipar.tensor(X)).array, model(minipar.tensor(X)).array)
         assert ddp.eval() is ddp and not model.training and ddp.train().training
         assert "DistributedDataParallel" in repr(ddp)
 

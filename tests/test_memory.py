@@ -111,7 +111,7 @@ def test_graph_bytes_excludes_views_of_leaves_and_counts_only_what_is_saved():
     assert memory.graph_bytes(hidden) == 0
     out = hidden.tanh()  # saves only its output: hidden's array is not kept by the graph
     assert memory.graph_bytes(out) == 4 * 10 * 8
-    hidden_array = weakref.ref(hidden.data)
+    hidden_array = weakref.ref(hidden.array)
     del hidden
     assert hidden_array() is None  # freed as soon as the program drops it, as in PyTorch
     assert memory.graph_bytes(minipar.tensor([1.0])) == 0

@@ -101,8 +101,8 @@ def test_average_gradients_replaces_each_gradient_by_the_mean_over_the_group() -
     def body(comm):
         a = nn.Parameter(np.zeros((2, 3)))
         b = nn.Parameter(np.zeros(4))
-        a.grad = np.full((2, 3), float(comm.rank))
-        b.grad = None if comm.rank == 0 else np.arange(4.0) * comm.rank  # None counts as zeros
+        a.grad = minipar.tensor(np.full((2, 3), float(comm.rank)))
+        b.grad = None if comm.rank == 0 else minipar.tensor(np.arange(4.0) * comm.rank)  # None: zeros
         average_gradients([a, b], comm)
         return a.grad, b.grad
 
@@ -155,7 +155,7 @@ def train_dp_pp(comm) -> dict:
         optimizer.zero_grad()
         losses.append(float(allreduce(mesh.dp, np.array([loss]), op="mean")[0]))
     return {"losses": losses, "layers": list(pipe.layer_range),
-            "params": [p.data for p in pipe.stage_module.parameters()]}
+            "params": [p.array for p in pipe.stage_module.parameters()]}
 
 
 def train_dp_tp(comm) -> dict:
@@ -176,7 +176,7 @@ def train_dp_tp(comm) -> dict:
         optimizer.zero_grad()
         losses.append(float(allreduce(mesh.dp, np.array([loss.item()]), op="mean")[0]))
     return {"losses": losses, "tp_rank": mesh.tp_rank,
-            "params": [p.data for p in model.parameters()]}
+            "params": [p.array for p in model.parameters()]}
 
 
 @pytest.mark.timeout(60)
@@ -184,7 +184,7 @@ def test_dp2_x_pp2_on_4_ranks_trains_identically_to_one_process() -> None:
     reference_losses, reference = train_one_process()
     for result in run_local(train_dp_pp, 4):
         np.testing.assert_allclose(result["losses"], reference_losses, rtol=0, atol=TOL)
-        want = [p.data for i in result["layers"] for p in reference[i].parameters()]
+        want = [p.array for i in result["layers"] for p in reference[i].parameters()]
         for got, expected in zip(result["params"], want):
             np.testing.assert_allclose(got, expected, rtol=0, atol=TOL)
 
@@ -196,9 +196,9 @@ def test_dp2_x_tp2_on_4_ranks_trains_identically_to_one_process() -> None:
         np.testing.assert_allclose(result["losses"], reference_losses, rtol=0, atol=TOL)
         rows = np.array_split(np.arange(8), 2)[result["tp_rank"]]
         w1, b1, w2, b2, w3, b3 = result["params"]
-        for got, want in ((w1, reference[0].weight.data[rows]), (b1, reference[0].bias.data[rows]),
-                          (w2, reference[2].weight.data[:, rows]), (b2, reference[2].bias.data),
-                          (w3, reference[4].weight.data), (b3, reference[4].bias.data)):
+        for got, want in ((w1, reference[0].weight.array[rows]), (b1, reference[0].bias.array[rows]),
+                          (w2, reference[2].weight.array[:, rows]), (b2, reference[2].bias.array),
+                          (w3, reference[4].weight.array), (b3, reference[4].bias.array)):
             np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
 
 

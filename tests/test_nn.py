@@ -72,23 +72,23 @@ def test_conv2d_matches_torch_with_stride_and_padding(args, kwargs, shape):
 def test_conv2d_im2col_equals_the_naive_loops():
     x, w, b = randn(2, 3, 9, 8), randn(4, 3, 3, 2, seed=1), randn(4, seed=2)
     fast = F.conv2d(minipar.tensor(x), minipar.tensor(w), minipar.tensor(b), stride=2, padding=1)
-    np.testing.assert_allclose(fast.data, conv2d_naive(x, w, b, stride=2, padding=1), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fast.array, conv2d_naive(x, w, b, stride=2, padding=1), rtol=1e-12, atol=1e-12)
 
 
 def test_conv2d_reads_non_contiguous_input_correctly():
     x = randn(2, 3, 6, 5)
     w = minipar.tensor(randn(4, 3, 3, 3, seed=1))
     strided = minipar.tensor(x.transpose(0, 1, 3, 2).copy()).transpose(0, 1, 3, 2)  # a view
-    assert not strided.data.flags.c_contiguous
-    np.testing.assert_allclose(F.conv2d(strided, w, stride=2).data,
-                               F.conv2d(minipar.tensor(x), w, stride=2).data, rtol=1e-14, atol=1e-14)
+    assert not strided.array.flags.c_contiguous
+    np.testing.assert_allclose(F.conv2d(strided, w, stride=2).array,
+                               F.conv2d(minipar.tensor(x), w, stride=2).array, rtol=1e-14, atol=1e-14)
 
 
 def test_conv2d_init_bound_is_one_over_sqrt_fan_in_as_torch():
     minipar.manual_seed(0)
     conv = nn.Conv2d(3, 64, 5)
     bound = 1 / math.sqrt(3 * 5 * 5)
-    for param in (conv.weight.data, conv.bias.data):
+    for param in (conv.weight.array, conv.bias.array):
         assert np.abs(param).max() <= bound and np.abs(param).max() > 0.9 * bound
     their_max = max(torch.nn.Conv2d(3, 64, 5).weight.abs().max().item() for _ in range(3))
     assert their_max <= bound + 1e-7 and their_max > 0.95 * bound
@@ -174,8 +174,8 @@ def test_layernorm_matches_torch(args, kwargs, shape):
 
 def test_layernorm_starts_at_ones_and_zeros_as_torch():
     layer = nn.LayerNorm(4)
-    np.testing.assert_array_equal(layer.weight.data, np.ones(4))
-    np.testing.assert_array_equal(layer.bias.data, np.zeros(4))
+    np.testing.assert_array_equal(layer.weight.array, np.ones(4))
+    np.testing.assert_array_equal(layer.bias.array, np.zeros(4))
 
 
 def test_embedding_matches_torch_and_adds_gradients_of_repeated_indices():
@@ -188,7 +188,7 @@ def test_embedding_matches_torch_and_adds_gradients_of_repeated_indices():
 
 def test_embedding_init_is_standard_normal_as_torch():
     minipar.manual_seed(0)
-    weight = nn.Embedding(1000, 50).weight.data
+    weight = nn.Embedding(1000, 50).weight.array
     assert abs(weight.mean()) < 0.02 and abs(weight.std() - 1) < 0.02
 
 
@@ -220,7 +220,7 @@ def test_cross_entropy_of_huge_logits_does_not_overflow_and_matches_torch():
         theirs = torch.tensor(logits, requires_grad=True)
         loss = F.cross_entropy(ours, targets, reduction=reduction)
         reference = torch.nn.functional.cross_entropy(theirs, torch.tensor(targets), reduction=reduction)
-        assert np.all(np.isfinite(loss.data))
+        assert np.all(np.isfinite(loss.array))
         assert_close(loss, reference, FORWARD_ATOL, FORWARD_RTOL, f"{reduction} loss")
         upstream = np.random.default_rng(1).standard_normal(tuple(reference.shape))
         loss.backward(upstream)
@@ -257,9 +257,9 @@ def test_dropout_zeroes_about_p_and_scales_survivors_by_one_over_one_minus_p():
     minipar.manual_seed(0)
     x = minipar.tensor(np.full((200, 500), 2.0), requires_grad=True)
     y = nn.Dropout(0.3)(x)
-    kept = y.data != 0
+    kept = y.array != 0
     assert abs(1 - kept.mean() - 0.3) < 0.005
-    np.testing.assert_allclose(y.data[kept], 2.0 / 0.7, rtol=1e-15)
+    np.testing.assert_allclose(y.array[kept], 2.0 / 0.7, rtol=1e-15)
     y.backward(np.ones(x.shape))
     np.testing.assert_array_equal(x.grad != 0, kept)
     np.testing.assert_allclose(x.grad[kept], 1 / 0.7, rtol=1e-15)
@@ -272,24 +272,24 @@ def test_dropout_is_the_identity_in_eval_mode_and_for_p_zero():
     assert layer(x) is x
     assert F.dropout(x, 0.5, training=False) is x
     assert nn.Dropout(0.0)(x) is x
-    assert np.all(nn.Dropout(1.0)(x).data == 0)
+    assert np.all(nn.Dropout(1.0)(x).array == 0)
 
 
 def test_dropout_masks_repeat_under_manual_seed_and_rng_state():
     x = minipar.tensor(np.ones((50, 40)))
     minipar.manual_seed(7)
-    first = F.dropout(x, 0.5).data
+    first = F.dropout(x, 0.5).array
     minipar.manual_seed(7)
-    np.testing.assert_array_equal(F.dropout(x, 0.5).data, first)
+    np.testing.assert_array_equal(F.dropout(x, 0.5).array, first)
     minipar.manual_seed(8)
-    assert not np.array_equal(F.dropout(x, 0.5).data, first)
+    assert not np.array_equal(F.dropout(x, 0.5).array, first)
     state = minipar.get_rng_state()
-    second = F.dropout(x, 0.5).data
-    third = F.dropout(x, 0.5).data
+    second = F.dropout(x, 0.5).array
+    third = F.dropout(x, 0.5).array
     assert not np.array_equal(second, third)
     minipar.set_rng_state(state)
-    np.testing.assert_array_equal(F.dropout(x, 0.5).data, second)
-    np.testing.assert_array_equal(F.dropout(x, 0.5).data, third)
+    np.testing.assert_array_equal(F.dropout(x, 0.5).array, second)
+    np.testing.assert_array_equal(F.dropout(x, 0.5).array, third)
 
 
 def test_dropout_keeps_float32():
@@ -312,7 +312,7 @@ def test_layers_on_gpu_match_cpu():
         logits = model(x) + table(np.array([0, 4])).sum(axis=1, keepdims=True)
         F.cross_entropy(logits, np.array([0, 2])).backward()
         grads = [p.grad for p in list(model.parameters()) + list(table.parameters())] + [x.grad]
-        return [to_device(a, "cpu") for a in [logits.data, *grads]]
+        return [to_device(a, "cpu") for a in [logits.array, *grads]]
 
     for on_gpu, on_cpu in zip(run("cuda"), run("cpu")):
         np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-10, atol=1e-12)

@@ -9,6 +9,7 @@ import torch
 import minipar
 import minipar.nn.functional as F
 from minipar import nn, optim
+from minipar.optim import optimizer as optimizer_module
 
 CONFIGS = [
     ("SGD", {"lr": 0.1}),
@@ -32,40 +33,45 @@ def step_both_and_compare(ours, theirs, our_opt, their_opt, steps):
     """Feed both optimizers the same gradients for ``steps`` steps; parameters must agree."""
     for step in range(steps):
         for mine, reference in zip(ours, theirs):
-            mine.grad = gradient_of(mine.data, step)
+            mine.grad = minipar.tensor(gradient_of(mine.array, step))
             reference.grad = torch.tensor(gradient_of(reference.detach().numpy(), step))
         our_opt.step()
         their_opt.step()
     for mine, reference in zip(ours, theirs):
-        np.testing.assert_allclose(mine.data, reference.detach().numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(mine.array, reference.detach().numpy(), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("blocked", [False, True], ids=["readable", "blocked"])
 @pytest.mark.parametrize("name, kwargs", CONFIGS, ids=IDS)
-def test_update_rule_equals_torch_given_the_same_gradients_for_30_steps(name, kwargs, monkeypatch):
-    monkeypatch.setattr(optim, "BLOCK_ELEMENTS", 5)  # the cache-blocked form: blocks of 5, 5, 2 and 4
+def test_update_rule_equals_torch_given_the_same_gradients_for_30_steps(name, kwargs, blocked, monkeypatch):
+    monkeypatch.setattr(optimizer_module, "BLOCK_ELEMENTS", 5)  # blocked: blocks of 5, 5, 2 and 4
     rng = np.random.default_rng(0)
     start = [rng.standard_normal((3, 4)), rng.standard_normal((4,))]
     ours = [nn.Parameter(a.copy()) for a in start]
     theirs = [torch.nn.Parameter(torch.tensor(a)) for a in start]
-    our_opt = getattr(optim, name)(ours, **kwargs)
+    our_opt = getattr(optim, name)(ours, **kwargs, blocked=blocked)
     their_opt = getattr(torch.optim, name)(theirs, **kwargs)
     step_both_and_compare(ours, theirs, our_opt, their_opt, steps=30)
 
 
 @pytest.mark.parametrize("name, kwargs", CONFIGS, ids=IDS)
-def test_cache_blocked_step_is_bit_identical_to_the_whole_array_step(name, kwargs, monkeypatch):
-    monkeypatch.setattr(optim, "BLOCK_ELEMENTS", 7)  # a (5, 6) parameter: blocks of 7, 7, 7, 7 and 2
+def test_cache_blocked_step_is_bit_identical_to_the_readable_whole_array_step(name, kwargs, monkeypatch):
+    """Same float operations in the same order: equal bit for bit, not just to rounding."""
+    monkeypatch.setattr(optimizer_module, "BLOCK_ELEMENTS", 7)  # a (5, 6) parameter: blocks 7, 7, 7, 7, 2
     start = np.random.default_rng(1).standard_normal((5, 6)).astype(np.float32)
+    readable = nn.Parameter(start.copy())
     blocked = nn.Parameter(start.copy())
-    whole = nn.Parameter(np.asfortranarray(start))  # not C-contiguous: updated as a whole array
-    assert not whole.data.flags.c_contiguous
-    optimizers = [getattr(optim, name)([param], **kwargs) for param in (blocked, whole)]
+    fallback = nn.Parameter(np.asfortranarray(start))  # not C-contiguous: the blocked code on whole arrays
+    assert not fallback.array.flags.c_contiguous
+    optimizers = [getattr(optim, name)([param], **kwargs, blocked=is_blocked)
+                  for param, is_blocked in ((readable, False), (blocked, True), (fallback, True))]
     for step in range(10):
-        for param, opt in zip((blocked, whole), optimizers):
-            param.grad = gradient_of(param.data, step)
+        for param, opt in zip((readable, blocked, fallback), optimizers):
+            param.grad = minipar.tensor(gradient_of(param.array, step))
             opt.step()
-        np.testing.assert_array_equal(blocked.data, whole.data)
-    assert blocked.data.dtype == np.float32
+        np.testing.assert_array_equal(blocked.array, readable.array)
+        np.testing.assert_array_equal(fallback.array, readable.array)
+    assert blocked.array.dtype == np.float32
 
 
 def mlp(lib):
@@ -93,7 +99,7 @@ def test_training_trajectory_equals_torch_after_30_steps(name, kwargs):
         their_opt.step()
     their_params = dict(theirs.named_parameters())
     for param_name, param in ours.named_parameters():
-        np.testing.assert_allclose(param.data, their_params[param_name].detach().numpy(),
+        np.testing.assert_allclose(param.array, their_params[param_name].detach().numpy(),
                                    rtol=1e-12, atol=1e-13, err_msg=param_name)
 
 
@@ -113,7 +119,7 @@ def test_per_parameter_state_has_torch_keys():
         theirs = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
         our_opt = getattr(optim, name)([ours], **kwargs)
         their_opt = getattr(torch.optim, name)([theirs], **kwargs)
-        ours.grad, theirs.grad = np.ones(3), torch.ones(3, dtype=torch.float64)
+        ours.grad, theirs.grad = minipar.tensor(np.ones(3)), torch.ones(3, dtype=torch.float64)
         our_opt.step()
         their_opt.step()
         our_state, their_state = our_opt.state_dict(), their_opt.state_dict()
@@ -152,14 +158,35 @@ def test_state_dict_round_trip_continues_exactly_like_uninterrupted_training(nam
     train(resumed, resumed_opt, data[10:])
 
     for (param_name, param), (_, other) in zip(model.named_parameters(), resumed.named_parameters()):
-        np.testing.assert_array_equal(param.data, other.data, err_msg=param_name)
+        np.testing.assert_array_equal(param.array, other.array, err_msg=param_name)
     for key, value in saved_copy.items():  # the state dict was a snapshot, not the live arrays
         np.testing.assert_array_equal(opt_state["state"][0][key], value)
 
 
 def test_zero_grad_sets_grads_to_none():
     param = nn.Parameter(np.ones(2))
-    param.grad = np.ones(2)
+    param.grad = minipar.tensor(np.ones(2))
     opt = optim.Adam([param])
     opt.zero_grad()
     assert param.grad is None
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_a_parameter_listed_twice_is_an_error_not_a_double_step(name):
+    """D3: one group or two, a repeated parameter would move twice per step."""
+    weight = nn.Parameter(np.zeros(3))
+    with pytest.raises(ValueError, match="more than once"):
+        getattr(optim, name)([weight, weight], lr=0.1)
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        getattr(optim, name)([{"params": [weight]}, {"params": [weight]}], lr=0.1)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_a_nan_learning_rate_or_a_group_without_params_is_rejected(name):
+    weight = nn.Parameter(np.zeros(3))
+    with pytest.raises(ValueError, match=r"lr must be a number >= 0(\.0)?, got nan"):
+        getattr(optim, name)([weight], lr=float("nan"))
+    with pytest.raises(ValueError, match="a parameter group is a dict with a 'params' list"):
+        getattr(optim, name)([{"lr": 0.1}], lr=0.1)
+    with pytest.raises(ValueError, match="group lr must be a number >= 0, got nan"):
+        getattr(optim, name)([{"params": [weight], "lr": float("nan")}], lr=0.1)

@@ -74,11 +74,11 @@ def train_pipeline(comm, schedule: str, xs: np.ndarray, ys: np.ndarray, microbat
         optimizer.step()
         optimizer.zero_grad()
     return {"losses": losses, "layers": list(pipe.layer_range), "peak": pipe.stats.peak_stashed,
-            "params": [p.data.copy() for p in pipe.stage_module.parameters()]}
+            "params": [p.array.copy() for p in pipe.stage_module.parameters()]}
 
 
 def full_model_params(model: nn.Sequential, layers: list[int]) -> list[np.ndarray]:
-    return [p.data for index in layers for p in model[index].parameters()]
+    return [p.array for index in layers for p in model[index].parameters()]
 
 
 # ----- schedules as plain lists -----------------------------------------------------------------
@@ -180,9 +180,9 @@ def test_cross_entropy_with_integer_targets_and_3d_activations_match_one_process
             np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
     # activations of any rank travel: a (batch, seq, features) input through 2 stages
     x3 = rng.normal(size=(4, 5, 6))
-    outputs = run_local(lambda comm: PipelineParallel(build_model(), comm, 2).predict(x3).data, 2)
+    outputs = run_local(lambda comm: PipelineParallel(build_model(), comm, 2).predict(x3).array, 2)
     with minipar.no_grad():
-        expected = build_model()(minipar.tensor(x3)).data
+        expected = build_model()(minipar.tensor(x3)).array
     for output in outputs:
         assert output.shape == (4, 5, 3)
         np.testing.assert_allclose(output, expected, rtol=0, atol=TOL)
@@ -209,9 +209,9 @@ def test_checkpointed_stages_give_the_same_losses_and_parameters() -> None:
 def test_predict_returns_the_full_model_output_on_every_rank() -> None:
     x = np.random.default_rng(3).normal(size=(12, 6))
     with minipar.no_grad():
-        expected = build_model()(minipar.tensor(x)).data
+        expected = build_model()(minipar.tensor(x)).array
     for schedule in ("naive", "1f1b"):
-        outputs = run_local(lambda comm, s=schedule: PipelineParallel(build_model(), comm, 3, s)(x).data, 4)
+        outputs = run_local(lambda comm, s=schedule: PipelineParallel(build_model(), comm, 3, s)(x).array, 4)
         for output in outputs:
             np.testing.assert_allclose(output, expected, rtol=0, atol=TOL)
 

@@ -32,7 +32,7 @@ from minipar.snapshot import local as snapshot_module
 def assert_identical(got: Any, expected: Any, where: str = "state") -> None:
     """Same type at every level; arrays identical in dtype, shape and bytes (nan included)."""
     if isinstance(expected, minipar.Tensor):
-        expected = expected.data
+        expected = expected.array
     if isinstance(expected, OrderedDict):
         expected = dict(expected)
     assert type(got) is type(expected), f"{where}: {type(got).__name__} != {type(expected).__name__}"
@@ -106,10 +106,10 @@ def test_rng_state_round_trip_repeats_the_same_draws(tmp_path: Path) -> None:
     minipar.manual_seed(1234)
     minipar.randn(17)  # move away from the seed's start
     saved = minipar.get_rng_state()
-    expected = minipar.randn(5).data
+    expected = minipar.randn(5).array
     minipar.manual_seed(99)
     minipar.set_rng_state(round_trip(saved, tmp_path))
-    np.testing.assert_array_equal(minipar.randn(5).data, expected)
+    np.testing.assert_array_equal(minipar.randn(5).array, expected)
 
 
 def test_model_and_optimizer_state_dicts_round_trip_and_reload(tmp_path: Path) -> None:
@@ -137,7 +137,7 @@ def test_model_and_optimizer_state_dicts_round_trip_and_reload(tmp_path: Path) -
         nn.functional.cross_entropy(m(x), y).backward()
         o.step()
     for a, b in zip(model.parameters(), clone.parameters()):
-        np.testing.assert_array_equal(a.data, b.data)
+        np.testing.assert_array_equal(a.array, b.array)
 
 
 leaves = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8)

@@ -52,7 +52,7 @@ def run_block(comm, dense: nn.Sequential, x_array: np.ndarray) -> dict:
     x = minipar.tensor(x_array, requires_grad=True)
     y = block(x)
     (y * y).sum().backward()
-    return {"y": y.data, "x_grad": x.grad, "grads": [p.grad for p in block.parameters()]}
+    return {"y": y.array, "x_grad": x.grad, "grads": [p.grad for p in block.parameters()]}
 
 
 # ----- f and g --------------------------------------------------------------------------------
@@ -64,10 +64,10 @@ def test_f_is_identity_forward_and_sum_backward_and_g_is_its_conjugate() -> None
         g_out = ReduceFromTensorParallelRegion.apply(x, comm)
         seed = np.array([1.0, -2.0, 3.0, 0.5]) * (comm.rank + 1)  # a different gradient per rank
         f_out.backward(seed)
-        f_grad = x.grad.copy()
+        f_grad = x.grad.array.copy()
         x.grad = None
         g_out.backward(seed)
-        return f_out.data, f_grad, g_out.data, x.grad
+        return f_out.array, f_grad, g_out.array, x.grad
 
     p = 3
     ranks_sum = sum(range(p))
@@ -90,7 +90,7 @@ def test_column_row_mlp_output_and_every_gradient_slice_equal_the_dense_block(p:
     rows = np.array_split(np.arange(HIDDEN), p)
     for rank, result in enumerate(run_local(lambda comm: run_block(comm, dense, inputs()), p)):
         w1, b1, w2, b2 = result["grads"]
-        np.testing.assert_allclose(result["y"], y.data, rtol=0, atol=TOL)
+        np.testing.assert_allclose(result["y"], y.array, rtol=0, atol=TOL)
         np.testing.assert_allclose(result["x_grad"], x.grad, rtol=0, atol=TOL)
         np.testing.assert_allclose(w1, dense[0].weight.grad[rows[rank]], rtol=0, atol=TOL)
         np.testing.assert_allclose(b1, dense[0].bias.grad[rows[rank]], rtol=0, atol=TOL)
@@ -171,12 +171,12 @@ def test_gather_output_and_unsplit_input_give_the_dense_layers_and_their_gradien
         h = column(xx)  # full (batch, hidden) on every rank
         out = row(h.relu())  # row cuts its own input slice
         (out * out).sum().backward()
-        return h.data, out.data, xx.grad, column.weight.grad, row.weight.grad
+        return h.array, out.array, xx.grad, column.weight.grad, row.weight.grad
 
     rows = np.array_split(np.arange(HIDDEN), p)
     for rank, (h, out, x_grad, w1_grad, w2_grad) in enumerate(run_local(body, p)):
-        np.testing.assert_allclose(h, hidden.data, rtol=0, atol=TOL)
-        np.testing.assert_allclose(out, y.data, rtol=0, atol=TOL)
+        np.testing.assert_allclose(h, hidden.array, rtol=0, atol=TOL)
+        np.testing.assert_allclose(out, y.array, rtol=0, atol=TOL)
         np.testing.assert_allclose(x_grad, x.grad, rtol=0, atol=TOL)
         np.testing.assert_allclose(w1_grad, dense[0].weight.grad[rows[rank]], rtol=0, atol=TOL)
         np.testing.assert_allclose(w2_grad, dense[2].weight.grad[:, rows[rank]], rtol=0, atol=TOL)
@@ -188,17 +188,17 @@ def test_layers_built_after_a_seed_are_the_shards_of_linear_built_after_it() -> 
         column = ColumnParallelLinear(D_IN, HIDDEN, comm, dtype=np.float64)
         minipar.manual_seed(3)
         row = RowParallelLinear(D_IN, HIDDEN, comm, dtype=np.float64)
-        return column.weight.data, column.bias.data, row.weight.data, row.bias.data
+        return column.weight.array, column.bias.array, row.weight.array, row.bias.array
 
     minipar.manual_seed(3)
     linear = nn.Linear(D_IN, HIDDEN, dtype=np.float64)
     rows = np.array_split(np.arange(HIDDEN), 3)
     cols = np.array_split(np.arange(D_IN), 3)
     for rank, (cw, cb, rw, rb) in enumerate(run_local(body, 3)):
-        np.testing.assert_array_equal(cw, linear.weight.data[rows[rank]])
-        np.testing.assert_array_equal(cb, linear.bias.data[rows[rank]])
-        np.testing.assert_array_equal(rw, linear.weight.data[:, cols[rank]])
-        np.testing.assert_array_equal(rb, linear.bias.data)  # row-parallel: the whole bias
+        np.testing.assert_array_equal(cw, linear.weight.array[rows[rank]])
+        np.testing.assert_array_equal(cb, linear.bias.array[rows[rank]])
+        np.testing.assert_array_equal(rw, linear.weight.array[:, cols[rank]])
+        np.testing.assert_array_equal(rb, linear.bias.array)  # row-parallel: the whole bias
 
 
 @pytest.mark.timeout(60)
@@ -222,9 +222,9 @@ def test_tensor_parallel_mlp_trains_like_the_dense_mlp_for_8_sgd_steps() -> None
     rows = np.array_split(np.arange(HIDDEN), 3)
     for rank, (losses, block) in enumerate(results):
         np.testing.assert_allclose(losses, reference_losses, rtol=0, atol=TOL)
-        np.testing.assert_allclose(block[0].weight.data, reference[0].weight.data[rows[rank]], atol=TOL)
-        np.testing.assert_allclose(block[2].weight.data, reference[2].weight.data[:, rows[rank]], atol=TOL)
-        np.testing.assert_allclose(block[2].bias.data, reference[2].bias.data, rtol=0, atol=TOL)
+        np.testing.assert_allclose(block[0].weight.array, reference[0].weight.array[rows[rank]], atol=TOL)
+        np.testing.assert_allclose(block[2].weight.array, reference[2].weight.array[:, rows[rank]], atol=TOL)
+        np.testing.assert_allclose(block[2].bias.array, reference[2].bias.array, rtol=0, atol=TOL)
 
 
 def test_bad_shapes_raise_value_errors_naming_expected_and_got() -> None:
@@ -256,7 +256,7 @@ def test_mlp_block_under_mpiexec_equals_dense_block_on_3_ranks() -> None:
         r = t.run_block(comm, dense, t.inputs())
         rows = np.array_split(np.arange(t.HIDDEN), comm.size)[comm.rank]
         from minipar.comm import allreduce
-        error = max(np.abs(r["y"] - y.data).max(), np.abs(r["x_grad"] - x.grad).max(),
+        error = max(np.abs(r["y"] - y.array).max(), np.abs(r["x_grad"] - x.grad).max(),
                     np.abs(r["grads"][0] - dense[0].weight.grad[rows]).max(),
                     np.abs(r["grads"][2] - dense[2].weight.grad[:, rows]).max())
         worst = allreduce(comm, np.array([error]), op="max")[0]
@@ -282,7 +282,7 @@ def test_mlp_block_on_cupy_equals_the_numpy_block() -> None:
         x = minipar.tensor(cupy.asarray(inputs()), requires_grad=True)
         y = block(x)
         (y * y).sum().backward()
-        return to_device(y.data, "cpu"), [to_device(p.grad, "cpu") for p in block.parameters()]
+        return to_device(y.array, "cpu"), [to_device(p.grad, "cpu") for p in block.parameters()]
 
     for (y, grads), expected in zip(run_local(on_device, 2), on_cpu):
         np.testing.assert_allclose(y, expected["y"], rtol=0, atol=1e-8)

@@ -58,7 +58,7 @@ def train_cnn_on_digits(seed: int, epochs: int) -> tuple[float, float, float]:
         optimizer.param_groups[0]["lr"] = base_lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
         total = 0.0
         for x, y in loader:
-            x = minipar.tensor(random_shift(x.data, generator()))
+            x = minipar.tensor(random_shift(x.array, generator()))
             loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad()
             loss.backward()
@@ -68,5 +68,5 @@ def train_cnn_on_digits(seed: int, epochs: int) -> tuple[float, float, float]:
             first_epoch_loss = total / len(digits.y_train)
         last_epoch_loss = total / len(digits.y_train)
     with minipar.no_grad():
-        predictions = model(minipar.tensor(digits.test_images)).data.argmax(axis=1)
+        predictions = model(minipar.tensor(digits.test_images)).array.argmax(axis=1)
     return float((predictions == digits.y_test).mean()), first_epoch_loss, last_epoch_loss

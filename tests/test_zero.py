@@ -42,7 +42,7 @@ def make_model(seed: int = 0) -> nn.Module:
                          nn.Linear(12, 12, dtype=np.float64))
 
 
-PSI = sum(param.data.size for param in make_model().parameters())
+PSI = sum(param.array.size for param in make_model().parameters())
 
 
 def shard(array: np.ndarray, rank: int, size: int) -> np.ndarray:
@@ -50,7 +50,7 @@ def shard(array: np.ndarray, rank: int, size: int) -> np.ndarray:
 
 
 def weights(model: nn.Module) -> list[np.ndarray]:
-    return [param.data.copy() for param in model.parameters()]
+    return [param.array.copy() for param in model.parameters()]
 
 
 def step(model: Any, opt: Any, x: np.ndarray, y: np.ndarray) -> None:

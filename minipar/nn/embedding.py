@@ -42,7 +42,7 @@ class EmbeddingFunction(Function):
 def _index_array(indices: Any, weight: Tensor, who: str) -> Any:
     """The indices as an integer array on weight's device, checked against its row count."""
     num_embeddings = weight.shape[0]
-    array = indices.data if isinstance(indices, Tensor) else indices
+    array = indices.array if isinstance(indices, Tensor) else indices
     if not hasattr(array, "dtype"):
         array = np.asarray(array)
     if array.dtype.kind not in "iu":
@@ -52,7 +52,7 @@ def _index_array(indices: Any, weight: Tensor, who: str) -> Any:
             f"{who} expected indices in [0, {num_embeddings}), got values from "
             f"{int(array.min())} to {int(array.max())}"
         )
-    return to_device(array, device_of(weight.data))
+    return to_device(array, device_of(weight.array))
 
 
 def embedding(indices: Any, weight: Tensor) -> Tensor:

@@ -111,8 +111,8 @@ class CrossEntropy(Function):
 
 def cross_entropy(logits: Tensor, targets: Any, reduction: str = "mean") -> Tensor:
     """Softmax cross-entropy against integer class targets (``torch.nn.functional``'s)."""
-    target_array = targets.data if isinstance(targets, Tensor) else targets
-    xp = get_array_module(logits.data)
+    target_array = targets.array if isinstance(targets, Tensor) else targets
+    xp = get_array_module(logits.array)
     target_array = xp.asarray(target_array)
     if logits.ndim != 2:
         raise ValueError(f"cross_entropy expects logits of shape (N, C), got {tuple(logits.shape)}")

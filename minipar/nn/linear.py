@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from minipar.autograd import Function
+from minipar.autograd.grad_mode import modes
 from minipar.nn.module import Module, Parameter
-from minipar.ops.shape import autocast_hook
 from minipar.random import generator
 from minipar.tensor import Tensor
 
@@ -50,7 +50,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             f"linear: expected input with last dimension {in_features} "
             f"(weight {tuple(weight.shape)}), got input of shape {tuple(x.shape)}"
         )
-    cast = autocast_hook.cast
+    cast = modes.autocast
     if cast is not None:  # inside minipar.amp.autocast: compute in its dtype (e.g. float16)
         x, weight, bias = cast(x), cast(weight), cast(bias)
     return LinearFunction.apply(x, weight, bias)
@@ -79,7 +79,7 @@ class Linear(Module):
                 f"Linear(in_features={self.in_features}) expected input whose last dimension "
                 f"is {self.in_features}, got shape {tuple(x.shape)}"
             )
-        cast = autocast_hook.cast
+        cast = modes.autocast
         if cast is not None:  # inside minipar.amp.autocast: compute in its dtype (e.g. float16)
             return LinearFunction.apply(cast(x), cast(self.weight), cast(self.bias))
         return LinearFunction.apply(x, self.weight, self.bias)

@@ -27,7 +27,7 @@ class Parameter(Tensor):
 
     def __init__(self, data: Any, requires_grad: bool = True) -> None:
         if isinstance(data, Tensor):
-            data = data.data
+            data = data.array
         if not hasattr(data, "dtype"):
             data = np.asarray(data, dtype=np.float32)
         super().__init__(data, requires_grad=requires_grad)
@@ -127,7 +127,7 @@ class Module:
             if set_to_none or param.grad is None:
                 param.grad = None
             else:
-                param.grad[...] = 0
+                param.grad.array[...] = 0
 
     def apply(self, fn: Callable[[Module], None]) -> Module:
         for module in self.modules():
@@ -137,9 +137,9 @@ class Module:
     def _map_arrays(self, fn: Callable[[Any], Any]) -> Module:
         for module in self.modules():
             for param in module._parameters.values():
-                param.data = fn(param.data)
+                param.array = fn(param.array)
                 if param.grad is not None:
-                    param.grad = fn(param.grad)
+                    param.grad.array = fn(param.grad.array)
             for name, buffer in list(module._buffers.items()):
                 module.register_buffer(name, fn(buffer))
         return self
@@ -165,7 +165,7 @@ class Module:
         """Name -> array (the live arrays, as PyTorch shares storage); parameters then buffers."""
         state: OrderedDict[str, Any] = OrderedDict()
         for name, param in self.named_parameters():
-            state[name] = param.data
+            state[name] = param.array
         for name, buffer in self.named_buffers():
             state[name] = buffer
         return state
@@ -184,7 +184,7 @@ class Module:
             if missing or unexpected:
                 raise KeyError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
         for name, value in state_dict.items():
-            array = value.data if isinstance(value, Tensor) else value
+            array = value.array if isinstance(value, Tensor) else value
             if hasattr(array, "detach"):  # a torch tensor, without importing torch
                 array = array.detach().cpu().numpy()
             if name in own:
@@ -194,7 +194,7 @@ class Module:
                         f"{name}: expected shape {param.shape}, got {tuple(array.shape)}"
                     )
                 host = np.array(to_device(array, "cpu"), dtype=param.dtype)  # a copy
-                param.data = to_device(host, param.device)
+                param.array = to_device(host, param.device)
             elif name in buffers:
                 module = buffers[name]
                 local = name.rsplit(".", 1)[-1]

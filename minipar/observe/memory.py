@@ -137,19 +137,16 @@ def graph_bytes(tensor: Tensor, include_leaves: bool = False) -> int:
         if id(node) in seen:
             continue
         seen.add(id(node))
-        held: list[Any] = list(_arrays_in(tuple(getattr(node, "saved_tensors", ()))))
-        for name, value in vars(node).items():
-            if name not in ("saved_tensors", "inputs", "needs_input_grad"):
-                held.extend(_arrays_in(value))
+        held: list[Any] = list(_arrays_in(tuple(node.held_arrays())))  # saved values, masks
         for arg in getattr(node, "inputs", None) or ():
             producer = getattr(arg, "_node", None)  # a tensor, or the engine's edge to one
             if producer is not None:
                 stack.append(producer)
                 if isinstance(arg, Tensor):  # an engine that keeps input tensors keeps their data
-                    held.append(arg.data)
+                    held.append(arg.array)
             elif isinstance(arg, Tensor):
-                leaf_buffers.add(id(_owner(arg.data)))
-                held.append(arg.data)
+                leaf_buffers.add(id(_owner(arg.array)))
+                held.append(arg.array)
             else:
                 held.extend(_arrays_in(arg))
         for array in held:

@@ -3,6 +3,7 @@
 - ``elementwise.py``: + - * / ** and exp, log, relu, tanh, sigmoid, abs, casts
 - ``reduction.py``: sum, mean, max
 - ``shape.py``: reshape, transpose, indexing, concatenation, matmul
+- ``methods.py``: the Tensor methods and operators that call them, bound onto ``Tensor`` here
 """
 
 from minipar.ops.elementwise import (
@@ -28,6 +29,7 @@ from minipar.ops.elementwise import (
     unbroadcast,
     unwrap,
 )
+from minipar.ops.methods import bind as _bind_tensor_methods
 from minipar.ops.reduction import Max, Mean, Sum, normalize_axis
 from minipar.ops.shape import (
     Cat,
@@ -42,6 +44,8 @@ from minipar.ops.shape import (
     stack,
     transpose,
 )
+
+_bind_tensor_methods()  # x + y, x.sum(), x.reshape(...): the one binding step
 
 __all__ = [
     "Abs", "Add", "Cast", "Cat", "Div", "Exp", "GetItem", "Log", "MatMul", "Max", "Mean",

@@ -16,7 +16,7 @@ from minipar.tensor import Tensor
 
 def unwrap(value: Any) -> Any:
     """The array behind a tensor; anything else unchanged."""
-    return value.data if isinstance(value, Tensor) else value
+    return value.array if isinstance(value, Tensor) else value
 
 
 def unbroadcast(grad: Any, shape: tuple[int, ...]) -> Any:

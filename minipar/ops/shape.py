@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from minipar.autograd import Function
+from minipar.autograd.grad_mode import modes
 from minipar.backend import get_array_module
 from minipar.tensor import Tensor
 
@@ -148,9 +148,9 @@ class MatMul(Function):
 
 def _unwrap_index(index: Any) -> Any:
     if isinstance(index, Tensor):
-        return index.data
+        return index.array
     if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        return tuple(i.array if isinstance(i, Tensor) else i for i in index)
     return index
 
 
@@ -166,17 +166,8 @@ def transpose(a: Tensor, axes: tuple[int, ...] | None) -> Tensor:
     return Transpose.apply(a, axes)
 
 
-class _AutocastHook(threading.local):
-    """Set per thread by ``minipar.amp.autocast``: casts matmul/Linear operands (None: off)."""
-
-    cast: Any = None
-
-
-autocast_hook = _AutocastHook()
-
-
 def matmul(a: Any, b: Any) -> Tensor:
-    cast = autocast_hook.cast
+    cast = modes.autocast
     if cast is not None:  # inside minipar.amp.autocast: compute in its dtype (e.g. float16)
         a, b = cast(a), cast(b)
     return MatMul.apply(a, b)

@@ -78,7 +78,11 @@ class Optimizer:
             self.add_param_group(group)
 
     def add_param_group(self, group: dict[str, Any]) -> None:
-        params = list(group["params"])
+        if not isinstance(group, dict) or "params" not in group:
+            raise ValueError(f"{type(self).__name__}: a parameter group is a dict with a 'params' "
+                             f"list, got {group!r:.80}")
+        params = group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
         for index, param in enumerate(params):
             if not isinstance(param, Tensor):
                 raise TypeError(
@@ -87,6 +91,17 @@ class Optimizer:
                 )
             if not param.requires_grad:
                 raise ValueError(f"parameter {index} does not require grad: nothing to optimize")
+        if len({id(p) for p in params}) != len(params):  # each would be stepped twice
+            raise ValueError(f"{type(self).__name__}: a parameter group lists the same parameter "
+                             "more than once (e.g. a weight shared by two layers, passed twice)")
+        seen = {id(p) for other in self.param_groups for p in other["params"]}
+        if any(id(p) in seen for p in params):
+            raise ValueError(f"{type(self).__name__}: some parameters appear in more than one "
+                             "parameter group")
+        for key, value in group.items():
+            if key in ("lr", "weight_decay", "momentum", "eps") and not (
+                    isinstance(value, (int, float)) and value == value and value >= 0):
+                raise ValueError(f"{type(self).__name__}: group {key} must be a number >= 0, got {value!r}")
         full = {**self.defaults, **group, "params": params}
         self.param_groups.append(full)
 
@@ -96,7 +111,7 @@ class Optimizer:
                 if set_to_none or param.grad is None:
                     param.grad = None
                 else:
-                    param.grad[...] = 0
+                    param.grad.array[...] = 0
 
     def step(self) -> None:
         raise NotImplementedError

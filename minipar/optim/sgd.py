@@ -1,5 +1,12 @@
-"""SGD with PyTorch's momentum, dampening, Nesterov and weight decay."""
+"""SGD with PyTorch's momentum, dampening, Nesterov and weight decay.
 
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+Two forms of the same update, chosen by ``blocked``: the readable one first (whole
+arrays, the formula line by line), then the cache-blocked one (``optimizer.py`` says
+what blocking buys). They perform the same float operations in the same order, so
+their results are bit-identical (``tests/test_optim.py`` checks it).
+"""
 
 from __future__ import annotations
 
@@ -7,67 +14,77 @@ from collections.abc import Iterable
 from typing import Any
 
 from minipar.backend import get_array_module
-from minipar.optim.optimizer import Optimizer, _blocks, _Scratch
+from minipar.optim.optimizer import Optimizer, _blocks, _check_number, _Scratch
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent with PyTorch's momentum and weight decay.
+    """Stochastic gradient descent, PyTorch's algorithm:
 
-    g = grad + weight_decay * p
-    b = g (first step), else b = momentum * b + (1 - dampening) * g
-    g = g + momentum * b if nesterov else b
-    p = p - lr * g
+        g = grad + weight_decay * p
+        b = g (first step), else b = momentum * b + (1 - dampening) * g
+        g = g + momentum * b if nesterov else b
+        p = p - lr * g
+
+    State per parameter: ``momentum_buffer`` (PyTorch's key), only with momentum.
     """
 
-    def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.0,
-                 weight_decay: float = 0.0, dampening: float = 0.0, nesterov: bool = False) -> None:
-        if lr < 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError(
-                f"SGD needs lr, momentum, weight_decay >= 0, got {lr}, {momentum}, {weight_decay}"
-            )
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
+                 blocked: bool = True) -> None:
+        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay),
+                            ("dampening", dampening)):
+            _check_number(name, value, 0.0)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov momentum needs momentum > 0 and dampening = 0")
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                      dampening=dampening, nesterov=nesterov))
+        self.blocked = bool(blocked)
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov))
 
     def step(self) -> None:
         scratch = _Scratch()
         for group in self.param_groups:
-            lr, momentum = group["lr"], group["momentum"]
-            weight_decay = group["weight_decay"]
             for param in group["params"]:
-                grad = param.grad
-                if grad is None:
+                if param.grad is None:
                     continue
-                if momentum == 0:
-                    buffer = None
+                state = self.state.setdefault(param, {}) if group["momentum"] != 0 else {}
+                first_buffer = group["momentum"] != 0 and "momentum_buffer" not in state
+                if not self.blocked or first_buffer:  # a new buffer is a copy: whole arrays
+                    self._step_readable(param.array, param.grad.array, state, group)
                 else:
-                    state = self.state.setdefault(param, {})
-                    buffer = state.get("momentum_buffer")
-                    if buffer is None:  # first step: the buffer starts as the (decayed) gradient
-                        if weight_decay != 0:
-                            grad = grad + weight_decay * param.data
-                        buffer = state["momentum_buffer"] = grad.copy()
-                        param.data -= lr * (grad + momentum * buffer if group["nesterov"] else buffer)
-                        continue
-                arrays = (param.data, grad) if buffer is None else (param.data, grad, buffer)
-                for block in _blocks(*arrays):
-                    self._update(block, *scratch.pair(block[0]), group)
+                    arrays = [param.array, param.grad.array]
+                    if group["momentum"] != 0:
+                        arrays.append(state["momentum_buffer"])
+                    for block in _blocks(*arrays):
+                        self._step_block(block, *scratch.pair(block[0]), group)
 
     @staticmethod
-    def _update(block: list[Any], t: Any, u: Any, group: dict[str, Any]) -> None:
-        """One block: ``p, g`` (and momentum buffer ``b``) in place; ``t``, ``u`` are scratch."""
+    def _step_readable(p: Any, g: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
+        """The formula on whole arrays: ``p`` and the momentum buffer change in place."""
+        lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
+        if group["weight_decay"] != 0:
+            g = g + group["weight_decay"] * p
+        if momentum != 0:
+            buffer = state.get("momentum_buffer")
+            if buffer is None:  # first step: the buffer starts as the (decayed) gradient
+                buffer = state["momentum_buffer"] = g.copy()
+            else:
+                buffer *= momentum
+                buffer += (1 - dampening) * g
+            g = g + momentum * buffer if group["nesterov"] else buffer
+        p -= lr * g
+
+    @staticmethod
+    def _step_block(block: list[Any], t: Any, u: Any, group: dict[str, Any]) -> None:
+        """The same update on one cache block of ``p, g`` (and buffer ``b``); ``t``, ``u`` scratch."""
         p, g = block[0], block[1]
         lr, momentum = group["lr"], group["momentum"]
         weight_decay, dampening = group["weight_decay"], group["dampening"]
         xp = get_array_module(p)
         if weight_decay != 0:
-            g = xp.add(g, xp.multiply(p, weight_decay, out=t), out=t)  # g + wd * p
+            g = xp.add(g, xp.multiply(weight_decay, p, out=t), out=t)  # g + wd * p
         if momentum != 0:
             b = block[2]
             b *= momentum
-            b += g if dampening == 0 else xp.multiply(g, 1 - dampening, out=u)
-            g = xp.add(g, xp.multiply(b, momentum, out=u), out=u) if group["nesterov"] else b
-        p -= xp.multiply(g, lr, out=u)
-
-
+            b += xp.multiply(1 - dampening, g, out=u)  # b + (1 - dampening) * g
+            g = xp.add(g, xp.multiply(momentum, b, out=u), out=u) if group["nesterov"] else b
+        p -= xp.multiply(lr, g, out=u)

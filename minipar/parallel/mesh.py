@@ -46,6 +46,8 @@ from typing import Any
 
 from minipar.backend import get_array_module
 from minipar.comm import allreduce, require_communicator
+from minipar.parallel.flat_buffer import FlatBuffer
+from minipar.tensor import Tensor
 
 
 class ProcessMesh:
@@ -138,22 +140,14 @@ def average_gradients(parameters: Iterable[Any], comm: Any) -> None:
     gradients into one array, one ``allreduce(op="mean")`` (ring: each rank
     sends 2(p-1)/p * N elements), copy back. Parameters without a gradient
     count as zeros, the same on every rank, so the call is collective even
-    then. No overlap with backward (that is DDP's job, ``data.py``).
+    then. No overlap with backward (that is DDP's job, ``data_parallel/ddp.py``).
     """
     params = list(parameters)
     if comm.size == 1 or not params:
         return
-    xp = get_array_module(params[0].data)
-    dtype = xp.result_type(*[p.data.dtype for p in params])
-    sizes = [p.data.size for p in params]
-    flat = xp.zeros(sum(sizes), dtype=dtype)
-    offset = 0
-    for param, size in zip(params, sizes):
-        if param.grad is not None:
-            flat[offset:offset + size] = param.grad.reshape(-1)
-        offset += size
-    allreduce(comm, flat, op="mean")
-    offset = 0
-    for param, size in zip(params, sizes):
-        param.grad = flat[offset:offset + size].reshape(param.data.shape).astype(param.data.dtype)
-        offset += size
+    xp = get_array_module(params[0].array)
+    dtype = xp.result_type(*[p.array.dtype for p in params])
+    buffer = FlatBuffer([p.shape for p in params], dtype, xp)
+    allreduce(comm, buffer.pack([None if p.grad is None else p.grad.array for p in params]), op="mean")
+    for param, view in zip(params, buffer.views):
+        param.grad = Tensor(view.astype(param.array.dtype))  # a copy: each .grad its own array

@@ -149,8 +149,8 @@ class _ParallelLinear(Module):
         Module.__init__(layer)
         for name, value in options.items():
             setattr(layer, name, value)
-        bias = None if linear.bias is None else linear.bias.data
-        layer._setup(comm, linear.weight.data, bias)
+        bias = None if linear.bias is None else linear.bias.array
+        layer._setup(comm, linear.weight.array, bias)
         return layer
 
     def _setup(self, comm: Any, weight: Any, bias: Any) -> None:

@@ -112,7 +112,7 @@ def check_finite(loss: Any, step: int, comm: Any = None, params: Iterable[Any] |
         return
     rank, size = _rank_of(comm)
     where = f"rank {rank} of {size}, step {step}"
-    value = loss.data if isinstance(loss, Tensor) else loss
+    value = loss.array if isinstance(loss, Tensor) else loss
     xp = get_array_module(value)
     if not bool(xp.all(xp.isfinite(xp.asarray(value)))):
         raise ValueError(f"{NAN_ENV}: {where}: the loss is {xp.asarray(value).tolist()}, "

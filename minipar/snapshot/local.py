@@ -81,7 +81,7 @@ class _Encoder:
         if isinstance(value, str):
             return {"str": value}
         if isinstance(value, Tensor):
-            value = value.data
+            value = value.array
         if hasattr(value, "shape") and hasattr(value, "dtype"):  # numpy or cupy array
             return {"array": self.array(to_device(value, "cpu"), where)}
         if isinstance(value, (dict, list, tuple)):

@@ -15,62 +15,59 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from minipar.backend import get_array_module
 from minipar.nn.module import Parameter
+from minipar.parallel.flat_buffer import FlatBuffer
 
 MiB = 1024 * 1024  # bucket_cap_mb counts mebibytes, as PyTorch does
 Named = list[tuple[str, Parameter]]
 
 
 class Bucket:
-    """Parameters whose gradients travel together in one flat array.
+    """Parameters whose gradients travel together in one flat array, in two forms.
 
-    ``put`` copies a gradient into the parameter's view of the flat buffer and
-    returns the view, which becomes ``param.grad`` (gradient-as-bucket-view: the
-    averaged result needs no copy back). A one-parameter bucket needs no
-    buffer: the gradient array itself (if C-contiguous) is all-reduced in
-    place, with no copy. That is safe even while backward is still running
-    because the engine promises that a leaf's ``.grad`` is its own array and
-    is never read again once the leaf's post-accumulate hooks have run
-    (``autograd._accumulate_leaf``). ``flat`` is the array this step's
-    all-reduce works on.
+    - The plain, copying bucket (``in_place=False``): ``put`` copies each gradient into
+      the parameter's view of one flat buffer (``flat_buffer.FlatBuffer``) and returns
+      the view, which becomes ``param.grad.array`` (gradient-as-bucket-view: the averaged
+      result needs no copy back). ``flat`` is the buffer, all-reduced as one message.
+    - In place (``in_place=True``, the default): a bucket of *one* parameter needs no
+      buffer: the gradient array itself (if C-contiguous) is all-reduced, saving one
+      gradient-sized copy per step. Safe even while backward is still running, by the one
+      promise the engine makes about ``.grad`` (``autograd.graph.accumulate_leaf``).
+      Bigger buckets copy, as in the plain form. ``tests/test_data_parallel.py`` checks
+      that both forms train identically.
     """
 
-    def __init__(self, index: int, named: list[tuple[str, Parameter]]) -> None:
+    def __init__(self, index: int, named: Named, in_place: bool = True) -> None:
         self.index = index
         self.names = [name for name, _ in named]
         self.params = [param for _, param in named]
-        self.nbytes = sum(param.data.nbytes for param in self.params)
-        self.buffer: Any = None  # allocated on first copy
-        self.views: list[Any] = []
-        self.flat: Any = None
+        self.in_place = bool(in_place)
+        self.nbytes = sum(param.array.nbytes for param in self.params)
+        self.buffer: FlatBuffer | None = None  # allocated on the first copy
+        self.flat: Any = None  # the array this step's all-reduce works on
         self.ready = [False] * len(self.params)
         self.pending = 0
 
     def put(self, position: int, grad: Any) -> Any:
-        """Place parameter ``position``'s gradient for this step; returns what ``.grad`` becomes."""
+        """Place parameter ``position``'s gradient for this step; returns what ``.grad.array`` becomes."""
         param = self.params[position]
         if grad.shape != param.shape or grad.dtype != param.dtype:
             raise ValueError(
                 f"gradient of {self.names[position]} has shape {grad.shape} and dtype {grad.dtype}, "
                 f"but its bucket holds {param.shape} {param.dtype}; wrap the module after changing "
                 "its parameters (e.g. after .double())")
-        if len(self.params) == 1 and grad.flags.c_contiguous:
+        if self.in_place and len(self.params) == 1 and grad.flags.c_contiguous:
             self.flat = grad
             return grad
         if self.buffer is None:
-            xp = get_array_module(param.data)
-            sizes = [p.data.size for p in self.params]
-            self.buffer = xp.empty(sum(sizes), dtype=param.dtype)
-            offsets = np.cumsum([0] + sizes).tolist()
-            self.views = [self.buffer[lo:hi].reshape(p.shape)
-                          for lo, hi, p in zip(offsets, offsets[1:], self.params)]
-        if grad is not self.views[position]:  # .grad zeroed in place is already the view
-            self.views[position][...] = grad
-        self.flat = self.buffer
-        return self.views[position]
+            self.buffer = FlatBuffer([p.shape for p in self.params], param.dtype,
+                                     get_array_module(param.array))
+        view = self.buffer.views[position]
+        if grad is not view:  # .grad zeroed in place (or accumulated) is already the view
+            view[...] = grad
+        self.flat = self.buffer.flat
+        return view
 
 
 def assign_buckets(named: Named, cap_bytes: float) -> list[Named]:
@@ -79,14 +76,14 @@ def assign_buckets(named: Named, cap_bytes: float) -> list[Named]:
     size = 0
     for name, param in named:
         current = groups[-1] if groups else None
-        fits = (current is not None and size + param.data.nbytes <= cap_bytes
+        fits = (current is not None and size + param.array.nbytes <= cap_bytes
                 and current[0][1].dtype == param.dtype and current[0][1].device == param.device)
         if fits:
             current.append((name, param))
-            size += param.data.nbytes
+            size += param.array.nbytes
         else:
             groups.append([(name, param)])
-            size = param.data.nbytes
+            size = param.array.nbytes
     return groups
 
 

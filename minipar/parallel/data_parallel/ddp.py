@@ -29,12 +29,11 @@ How DDP works, step by step:
 2. ``forward`` (outside ``no_sync()``) arms the next backward.
 3. The autograd engine calls ``_grad_ready_hook(param)`` as soon as a leaf's
    ``.grad`` is final. The hook copies it into its bucket view and makes
-   ``param.grad`` *that view* (gradient-as-bucket-view): the average lands in
-   ``.grad`` with no copy back. Memory: the flat buffers hold N * itemsize
+   ``param.grad.array`` *that view* (gradient-as-bucket-view): the average lands
+   in ``.grad`` with no copy back. Memory: the flat buffers hold N * itemsize
    bytes per rank and *are* the gradients (the engine's fresh arrays are freed
-   after the copy). A one-parameter bucket skips the copy: the engine's array
-   is reduced in place (the engine never reads a leaf's ``.grad`` after its
-   hooks, see ``autograd._accumulate_leaf``).
+   after the copy). A one-parameter bucket skips the copy (``reduce_in_place``,
+   see ``buckets.Bucket``).
 4. When a bucket's last gradient arrives the bucket is ready. Ready buckets are
    launched strictly in bucket order (bucket k+1 waits for bucket k), so every
    rank issues the same collectives in the same order whatever order its hooks
@@ -73,6 +72,7 @@ from minipar.observe import trace
 from minipar.parallel.data_parallel.buckets import Bucket, CommThread, MiB, assign_buckets
 from minipar.parallel.data_parallel.naive import _trace_rank, _trainable, broadcast_module
 from minipar.parallel.data_parallel.wrapper import ModuleWrapper
+from minipar.tensor import Tensor
 
 
 class DistributedDataParallel(ModuleWrapper):
@@ -84,10 +84,14 @@ class DistributedDataParallel(ModuleWrapper):
     parameter counts as a zero gradient on this rank, and one extra small
     all-reduce per step tells the ranks which parameters nobody used: those
     keep ``.grad`` None, exactly as on one process.
+
+    ``reduce_in_place=False`` takes the plain, copying bucket for every bucket, one-parameter
+    ones included (``buckets.Bucket`` says what in place saves).
     """
 
     def __init__(self, module: Module, comm: Communicator, bucket_cap_mb: float = 25,
-                 overlap: bool = True, find_unused_parameters: bool = False) -> None:
+                 overlap: bool = True, find_unused_parameters: bool = False, *,
+                 reduce_in_place: bool = True) -> None:
         require_communicator(comm, "DistributedDataParallel")
         named = _trainable(module, "DistributedDataParallel")
         if isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, (int, float)) \
@@ -113,7 +117,7 @@ class DistributedDataParallel(ModuleWrapper):
             return  # one rank: the local gradient is the average; nothing to do after the broadcast
         by_name = dict(named)
         for index, names in enumerate(self.bucket_layout):
-            bucket = Bucket(index, [(name, by_name[name]) for name in names])
+            bucket = Bucket(index, [(name, by_name[name]) for name in names], reduce_in_place)
             self.buckets.append(bucket)
             for position, param in enumerate(bucket.params):
                 param.register_post_accumulate_grad_hook(partial(self._grad_ready_hook, bucket, position))
@@ -155,7 +159,7 @@ class DistributedDataParallel(ModuleWrapper):
         if not self._callback_queued:
             autograd.queue_callback(self._finish_gradient_sync)
             self._callback_queued = True
-        param.grad = bucket.put(position, param.grad)  # the array that will hold the average
+        param.grad.array = bucket.put(position, param.grad.array)  # the array that will hold the average
         bucket.ready[position] = True
         bucket.pending -= 1
         if bucket.pending == 0:
@@ -198,10 +202,9 @@ class DistributedDataParallel(ModuleWrapper):
                                    for ready, param in zip(bucket.ready, bucket.params)], dtype=np.int64)
             for bucket, i in missing:  # a zero (or an earlier accumulated) gradient from this rank
                 param = bucket.params[i]
-                grad = param.grad
-                if grad is None:
-                    grad = get_array_module(param.data).zeros_like(param.data)
-                param.grad = bucket.put(i, grad)
+                if param.grad is None:
+                    param.grad = Tensor(get_array_module(param.array).zeros_like(param.array))
+                param.grad.array = bucket.put(i, param.grad.array)
                 bucket.pending -= 1
             self._launch_ready_buckets()
             self._launch(partial(allreduce, self.comm, self._used, "sum", "auto"))

@@ -24,6 +24,7 @@ from minipar.comm import Communicator, allreduce, broadcast, require_communicato
 from minipar.nn.module import Module, Parameter
 from minipar.observe import trace
 from minipar.parallel.data_parallel.wrapper import ModuleWrapper
+from minipar.tensor import Tensor
 
 
 def _trainable(module: Any, who: str) -> list[tuple[str, Parameter]]:
@@ -45,7 +46,7 @@ def broadcast_module(module: Module, comm: Communicator, root: int = 0) -> None:
     params = list(module.parameters())
     buffers = [(owner, name, array) for owner in module.modules()
                for name, array in owner._buffers.items() if hasattr(array, "dtype")]
-    mine = np.array([len(params), sum(p.data.nbytes for p in params),
+    mine = np.array([len(params), sum(p.array.nbytes for p in params),
                      len(buffers), sum(array.nbytes for _, _, array in buffers)], dtype=np.int64)
     theirs = broadcast(comm, mine.copy(), root)
     if not np.array_equal(mine, theirs):
@@ -54,10 +55,10 @@ def broadcast_module(module: Module, comm: Communicator, root: int = 0) -> None:
             f"{tuple(mine.tolist())} but rank {root}'s has {tuple(theirs.tolist())}: every rank must "
             "build the same model before wrapping it")
     for param in params:
-        data = param.data
+        data = param.array
         if not (data.flags.c_contiguous and data.flags.writeable):
             data = get_array_module(data).array(data, order="C")
-        param.data = broadcast(comm, data, root)
+        param.array = broadcast(comm, data, root)
     for owner, name, array in buffers:
         if not (array.flags.c_contiguous and array.flags.writeable):
             array = get_array_module(array).array(array, order="C")
@@ -75,13 +76,14 @@ def allreduce_gradients(params: list[Parameter], comm: Communicator) -> None:
     if comm.size == 1:
         return
     for param in params:
-        xp = get_array_module(param.data)
+        xp = get_array_module(param.array)
         if param.grad is None:
-            param.grad = xp.zeros_like(param.data)
-        elif not param.grad.flags.c_contiguous:
-            param.grad = xp.ascontiguousarray(param.grad)
-        with trace.span("allreduce parameter", "comm", rank=_trace_rank(comm), bytes=param.grad.nbytes):
-            allreduce(comm, param.grad, op="mean", algorithm="ring")
+            param.grad = Tensor(xp.zeros_like(param.array))
+        elif not param.grad.array.flags.c_contiguous:
+            param.grad.array = xp.ascontiguousarray(param.grad.array)
+        grad = param.grad.array
+        with trace.span("allreduce parameter", "comm", rank=_trace_rank(comm), bytes=grad.nbytes):
+            allreduce(comm, grad, op="mean", algorithm="ring")
 
 
 def _trace_rank(comm: Communicator) -> int | None:

@@ -66,7 +66,7 @@ from minipar.parallel.pipeline.stage_comm import (
     make_header,
     read_header,
 )
-from minipar.tensor import Tensor
+from minipar.tensor import Tensor, recording_anchor
 
 
 def balance_by_parameters(layers: list[Any], stages: int) -> list[int]:
@@ -76,7 +76,7 @@ def balance_by_parameters(layers: list[Any], stages: int) -> list[int]:
     total (ties to the later layer, so a ReLU stays with the Linear before it);
     every stage keeps at least one layer. Without parameters: equal layer counts.
     """
-    counts = [sum(p.data.size for p in layer.parameters()) for layer in layers]
+    counts = [sum(p.array.size for p in layer.parameters()) for layer in layers]
     total, n = sum(counts), len(counts)
     if total == 0:
         return [len(part) for part in np.array_split(np.arange(n), stages)]
@@ -152,9 +152,9 @@ class PipelineParallel:
 
             self._run_stage = lambda x: checkpoint_stage(self.stage_module, x)
         params = list(self.stage_module.parameters())
-        xp = get_array_module(params[0].data) if params else np
+        xp = get_array_module(params[0].array) if params else np
         dtype = params[0].dtype if params else np.float64
-        self._anchor = Tensor(xp.zeros((), dtype=dtype), requires_grad=True)
+        self._anchor = recording_anchor(dtype, xp)
         self._link = StageLink(comm, self._record, xp)
         self.stats = StageStats(schedule, microbatches)
 
@@ -185,7 +185,7 @@ class PipelineParallel:
     # ----- training -----------------------------------------------------------------
     def _split(self, batch: Any, parts: int, name: str) -> list[Any]:
         """Cut along axis 0 into ``parts`` equal micro-batches (Tensors stay Tensors)."""
-        data = batch.data if isinstance(batch, Tensor) else batch
+        data = batch.array if isinstance(batch, Tensor) else batch
         rows = data.shape[0]
         if rows % parts:
             raise ValueError(f"a batch of {rows} rows ({name}.shape = {tuple(data.shape)}) does not "
@@ -243,9 +243,13 @@ class PipelineParallel:
             else:
                 self._timed("backward", i, self._backward, stash.pop(i), parts)
         if self.is_first_stage and isinstance(x, Tensor) and x.requires_grad:  # as one process would
-            xp = get_array_module(x.data)
-            grad = xp.concatenate([xp.zeros_like(mb.data) if mb.grad is None else mb.grad for mb in inputs])
-            x.grad = grad if x.grad is None else x.grad + grad
+            xp = get_array_module(x.array)
+            grad = xp.concatenate([xp.zeros_like(mb.array) if mb.grad is None else mb.grad.array
+                                   for mb in inputs])
+            if x.grad is None:
+                x.grad = Tensor(grad)
+            else:
+                x.grad.array = x.grad.array + grad
         loss = self._share(np.array([np.mean(losses) if losses else 0.0]), TAG_LOSS)
         self._link.finish_step()
         if synchronize:
@@ -276,7 +280,7 @@ class PipelineParallel:
         with no_grad():
             for i in range(parts):
                 stage_input = inputs[i] if self.is_first_stage else Tensor(self._link.recv_activation(i))
-                out = self.stage_module(stage_input).data
+                out = self.stage_module(stage_input).array
                 if self.is_last_stage:
                     outputs.append(out)
                 else:

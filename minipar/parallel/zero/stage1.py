@@ -14,7 +14,7 @@ one array; rank r owns the contiguous shard ``[b_r, b_{r+1})`` with
 2. the wrapped optimizer steps **one flat Parameter**, a view of the shard of
    the flat parameter buffer, so its state covers Ψ/p elements, not Ψ;
 3. **all-gather** the updated shards into the flat parameter buffer, of which
-   every model parameter's ``.data`` is a view: all ranks hold the new weights.
+   every model parameter's ``.array`` is a view: all ranks hold the new weights.
 
 Bytes sent per rank and step: reduce-scatter (p-1)/p Ψ + all-gather (p-1)/p Ψ
 = 2(p-1)/p Ψ elements, exactly a ring all-reduce, i.e. what DDP sends.
@@ -35,8 +35,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
-
 from minipar.backend import get_array_module
 from minipar.comm import (
     Communicator,
@@ -48,6 +46,7 @@ from minipar.comm import (
 )
 from minipar.nn.module import Parameter
 from minipar.optim import Optimizer
+from minipar.parallel.flat_buffer import FlatBuffer
 from minipar.tensor import Tensor
 
 
@@ -56,7 +55,7 @@ class ZeroOptimizer:
     with state and update sharded over ``comm`` (see the module docstring).
 
     Construction broadcasts rank 0's parameters and makes every parameter's
-    ``.data`` a view of one flat buffer. If ``.data`` is later replaced (e.g. by
+    ``.array`` a view of one flat buffer. If ``.array`` is later replaced (e.g. by
     ``load_state_dict``), the next ``step`` copies the new values in first. A
     parameter with no gradient on a rank counts as a zero gradient there.
     """
@@ -85,20 +84,17 @@ class ZeroOptimizer:
                                  f"dtype and device: got {first.dtype} on {first.device} and "
                                  f"{param.dtype} on {param.device}")
         self.comm = comm
-        xp = get_array_module(first.data)
-        sizes = [param.data.size for param in self.params]
-        offsets = np.cumsum([0] + sizes).tolist()
-        self.total_length = offsets[-1]
-        self.flat_params = xp.empty(self.total_length, dtype=first.dtype)
-        self.flat_grads = xp.empty(self.total_length, dtype=first.dtype)
-        self._param_views, self._grad_views = [], []
-        for param, lo, hi in zip(self.params, offsets, offsets[1:]):
-            self.flat_params[lo:hi] = param.data.reshape(-1)
-            self._param_views.append(self.flat_params[lo:hi].reshape(param.shape))
-            self._grad_views.append(self.flat_grads[lo:hi].reshape(param.shape))
+        xp = get_array_module(first.array)
+        shapes = [param.shape for param in self.params]
+        self._params_buffer = FlatBuffer(shapes, first.dtype, xp)  # every parameter a view of it
+        self._grads_buffer = FlatBuffer(shapes, first.dtype, xp)
+        self.flat_params, self.flat_grads = self._params_buffer.flat, self._grads_buffer.flat
+        self._param_views = self._params_buffer.views
+        self.total_length = len(self.flat_params)
+        self._params_buffer.pack([param.array for param in self.params])
         broadcast(comm, self.flat_params)  # rank 0's weights everywhere, as DDP does
         for param, view in zip(self.params, self._param_views):
-            param.data = view
+            param.array = view
         bounds = chunk_bounds(self.total_length, comm.size)
         self.shard_bounds = (bounds[comm.rank], bounds[comm.rank + 1])
         self._shard_view = self.flat_params[self.shard_bounds[0]:self.shard_bounds[1]]
@@ -116,26 +112,22 @@ class ZeroOptimizer:
             if set_to_none or param.grad is None:
                 param.grad = None
             else:
-                param.grad[...] = 0
+                param.grad.array[...] = 0
         self.shard.grad = None
 
     def step(self) -> None:
         """Reduce-scatter the gradients, update this rank's shard, all-gather the parameters."""
         for param, view in zip(self.params, self._param_views):
-            if param.data is not view:  # .data was replaced: take the new values in
-                view[...] = param.data
-                param.data = view
-        for param, view in zip(self.params, self._grad_views):
-            if param.grad is None:
-                view[...] = 0
-            else:
-                view[...] = param.grad
+            if param.array is not view:  # .array was replaced: take the new values in
+                view[...] = param.array
+                param.array = view
+        self._grads_buffer.pack([None if param.grad is None else param.grad.array for param in self.params])
         # flat (Ψ,) -> averaged shard (Ψ/p,), a view into flat_grads; (p-1)/p Ψ elements sent
-        self.shard.grad = reduce_scatter(self.comm, self.flat_grads, op="mean")
+        self.shard.grad = Tensor(reduce_scatter(self.comm, self.flat_grads, op="mean"))
         self.optimizer.step()
-        if self.shard.data is not self._shard_view:  # an optimizer that rebinds .data
-            self._shard_view[...] = self.shard.data
-            self.shard.data = self._shard_view
+        if self.shard.array is not self._shard_view:  # an optimizer that rebinds .array
+            self._shard_view[...] = self.shard.array
+            self.shard.array = self._shard_view
         # shard (Ψ/p,) -> flat (Ψ,) in place, every parameter a view of it; (p-1)/p Ψ elements sent
         allgather(self.comm, self._shard_view, out=self.flat_params)
 

@@ -33,7 +33,7 @@ class DataLoader:
                  drop_last: bool = False, sampler: Iterable[int] | None = None) -> None:
         if not arrays:
             raise ValueError("DataLoader needs at least one array, e.g. DataLoader(x, y, batch_size=32)")
-        unwrapped = [a.data if isinstance(a, Tensor) else a for a in arrays]
+        unwrapped = [a.array if isinstance(a, Tensor) else a for a in arrays]
         for position, array in enumerate(unwrapped):
             if not hasattr(array, "shape") or len(array.shape) == 0:
                 raise TypeError(
