@@ -50,3 +50,21 @@ def test_from_imports_through_an_old_path_work_in_a_fresh_interpreter() -> None:
             "assert data.DataLoader.__module__ == 'minipar.utils.data.dataloader'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_import_contracts_in_pyproject_hold() -> None:
+    """Layers (data flows down), comm independent of the core and of observe, no cycles."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    if not lint.exists():
+        pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
+    result = subprocess.run([str(lint)], capture_output=True, text=True, timeout=120,
+                            cwd=PACKAGE.parent)
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_nothing_in_the_package_imports_the_lessons_or_the_benchmarks() -> None:
+    offenders = [str(path) for path in PACKAGE.rglob("*.py")
+                 if any(line.lstrip().startswith(("import lessons", "from lessons", "import benchmarks",
+                                                  "from benchmarks"))
+                        for line in path.read_text(encoding="utf-8").splitlines())]
+    assert offenders == []

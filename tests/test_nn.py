@@ -316,3 +316,11 @@ def test_layers_on_gpu_match_cpu():
 
     for on_gpu, on_cpu in zip(run("cuda"), run("cpu")):
         np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-10, atol=1e-12)
+
+
+def test_layer_sizes_may_be_numpy_integers_but_not_bools() -> None:
+    """D9: NumPy integers are integers (shapes arrive as np.int64 from array arithmetic)."""
+    layer = nn.Linear(np.int64(3), np.int32(2))
+    assert layer.weight.shape == (2, 3) and type(layer.in_features) is int
+    with pytest.raises(ValueError, match="in_features must be a positive integer, got True"):
+        nn.Linear(True, 2)

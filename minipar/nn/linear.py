@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -56,22 +57,31 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return LinearFunction.apply(x, weight, bias)
 
 
+def linear_init(in_features: Any, out_features: Any, bias: bool, dtype: Any,
+                who: str = "Linear") -> tuple[Any, Any]:
+    """A Linear layer's (out, in) weight and (out,) bias as PyTorch draws them:
+    W, b ~ U(-1/sqrt(in), 1/sqrt(in)), from minipar's generator (the bias None without one).
+    The tensor-parallel layers draw the same full arrays and keep their block."""
+    for name, value in (("in_features", in_features), ("out_features", out_features)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+            raise ValueError(f"{who} {name} must be a positive integer, got {value!r}")
+    in_features, out_features = int(in_features), int(out_features)
+    bound = 1 / math.sqrt(in_features)
+    rng = generator()
+    weight = rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype)
+    return weight, (rng.uniform(-bound, bound, (out_features,)).astype(dtype) if bias else None)
+
+
 class Linear(Module):
-    """Fully connected layer. Init as PyTorch: W, b ~ U(-1/sqrt(in), 1/sqrt(in))."""
+    """Fully connected layer y = x W^T + b. Init as PyTorch (``linear_init``)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  dtype: Any = np.float32) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"Linear {name} must be a positive integer, got {value!r}")
-        self.in_features, self.out_features = in_features, out_features
-        bound = 1 / math.sqrt(in_features)
-        rng = generator()
-        self.weight = Parameter(
-            rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype))
-        self.bias = (Parameter(rng.uniform(-bound, bound, (out_features,)).astype(dtype))
-                     if bias else None)
+        weight, bias_array = linear_init(in_features, out_features, bias, dtype)
+        self.out_features, self.in_features = weight.shape
+        self.weight = Parameter(weight)
+        self.bias = Parameter(bias_array) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1:] != (self.in_features,):

@@ -23,7 +23,6 @@ puts tp fastest) because this happens in every layer, forward and backward.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -32,8 +31,7 @@ from minipar.autograd import Function
 from minipar.backend import get_array_module
 from minipar.comm import allgather, allreduce, chunk_bounds, require_communicator
 from minipar.nn import Linear, Module, Parameter
-from minipar.nn.linear import LinearFunction
-from minipar.random import generator
+from minipar.nn.linear import LinearFunction, linear_init
 from minipar.tensor import Tensor
 
 
@@ -117,15 +115,6 @@ class ScatterToTensorParallelRegion(Function):
         return _gather_last_axis(ctx.comm, grad, ctx.bounds), None, None
 
 
-def _dense_init(in_features: int, out_features: int, bias: bool, dtype: Any) -> tuple[Any, Any]:
-    """The full weight and bias drawn exactly as ``Linear`` draws them (same seed, same numbers)."""
-    bound = 1 / math.sqrt(in_features)
-    rng = generator()
-    weight = rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype)
-    bias_array = rng.uniform(-bound, bound, (out_features,)).astype(dtype) if bias else None
-    return weight, bias_array
-
-
 class _ParallelLinear(Module):
     """What both layers share: sizes, checks, a full weight cut into this rank's block."""
 
@@ -135,12 +124,9 @@ class _ParallelLinear(Module):
                  dtype: Any = np.float32) -> None:
         super().__init__()
         require_communicator(comm, type(self).__name__)
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{type(self).__name__} {name} must be a positive integer, got {value!r}")
         # Draw the whole dense weight (as Linear would), keep our block: a layer built
         # after manual_seed(s) is the sharded twin of Linear(in, out) built after it.
-        self._setup(comm, *_dense_init(in_features, out_features, bias, dtype))
+        self._setup(comm, *linear_init(in_features, out_features, bias, dtype, type(self).__name__))
 
     @classmethod
     def from_dense(cls, linear: Linear, comm: Any, **options: Any) -> Any:
