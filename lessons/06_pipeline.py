@@ -34,7 +34,7 @@ from minipar.comm import allgather, allreduce, world
 from minipar.nn import functional as F
 from minipar.optim import SGD
 from minipar.parallel import PipelineParallel
-from minipar.parallel.pipeline.schedules import bubble_formula, peak_stash_formula
+from minipar.parallel.pipeline.schedules import bubble_formula, one_f_one_b_phases, peak_stash_formula
 
 comm = world()
 rank, p = comm.rank, comm.size
@@ -137,4 +137,12 @@ for schedule in ("naive", "gpipe", "1f1b"):
         f"({p}-1)/({m}+{p}-1) = {formula:.3f}")
     say(f"     peak micro-batches held per stage {peaks}   formula "
         f"{[peak_stash_formula(schedule, s, p, m) for s in range(p)]}\n")
+    if schedule == "1f1b":  # where the stash limit comes from: the three phases of each stage
+        say("     1F1B's phases (what each stage runs, in order):")
+        for stage in range(p):
+            phases = one_f_one_b_phases(stage, p, M)
+            shown = "   ".join(f"{name} {' '.join(f'{kind[0].upper()}{i}' for kind, i in actions) or '-'}"
+                               for name, actions in phases.items())
+            say(f"     stage {stage}: {shown}")
+        say("     warm-up p-s-1 forwards, then one forward per backward, then the backwards still owed\n")
 say("GPipe and 1F1B share the bubble; 1F1B holds at most p - stage micro-batches instead of m.")

@@ -372,3 +372,17 @@ def test_pipeline_on_cupy_gives_the_numpy_loss_and_gradients() -> None:
         assert abs(gpu_loss - cpu_loss) < 1e-8
         for a, b in zip(gpu_grads, cpu_grads):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("stages, microbatches", [(2, 8), (4, 4), (4, 2), (3, 5)])
+def test_1f1b_phases_are_warm_up_steady_and_cool_down_of_the_right_lengths(stages, microbatches):
+    from minipar.parallel.pipeline.schedules import one_f_one_b_phases, one_f_one_b_schedule
+
+    for stage in range(stages):
+        phases = one_f_one_b_phases(stage, stages, microbatches)
+        warmup = min(stages - stage - 1, microbatches)
+        assert [kind for kind, _ in phases["warm-up"]] == ["forward"] * warmup
+        assert [kind for kind, _ in phases["cool-down"]] == ["backward"] * warmup
+        assert [kind for kind, _ in phases["steady"]] == ["forward", "backward"] * (microbatches - warmup)
+        assert phases["warm-up"] + phases["steady"] + phases["cool-down"] == \
+            one_f_one_b_schedule(stage, stages, microbatches)

@@ -39,20 +39,30 @@ def gpipe_schedule(stage: int, stages: int, microbatches: int) -> list[Action]:
             + [("backward", i) for i in range(microbatches)])
 
 
-def one_f_one_b_schedule(stage: int, stages: int, microbatches: int) -> list[Action]:
-    """Warm-up forwards, then one forward / one backward, then cool-down backwards (1F1B).
+def one_f_one_b_phases(stage: int, stages: int, microbatches: int) -> dict[str, list[Action]]:
+    """1F1B's three phases on stage s: warm-up forwards, steady F/B pairs, cool-down backwards.
 
     Stage s runs ``p - s - 1`` warm-up forwards: exactly enough that the last
     stage's first backward comes back just as it is needed. From then on each
     new forward is paired with the oldest backward, so at most ``p - s``
-    micro-batches are in flight on stage s.
+    micro-batches are in flight on stage s; the backwards still owed finish last.
+
+    >>> one_f_one_b_phases(stage=0, stages=3, microbatches=4)["warm-up"]
+    [('forward', 0), ('forward', 1)]
     """
     warmup = min(stages - stage - 1, microbatches)
-    order: list[Action] = [("forward", i) for i in range(warmup)]
-    for i in range(microbatches - warmup):  # steady state
-        order += [("forward", warmup + i), ("backward", i)]
-    order += [("backward", i) for i in range(microbatches - warmup, microbatches)]  # cool-down
-    return order
+    steady: list[Action] = []
+    for i in range(microbatches - warmup):
+        steady += [("forward", warmup + i), ("backward", i)]
+    return {"warm-up": [("forward", i) for i in range(warmup)],
+            "steady": steady,
+            "cool-down": [("backward", i) for i in range(microbatches - warmup, microbatches)]}
+
+
+def one_f_one_b_schedule(stage: int, stages: int, microbatches: int) -> list[Action]:
+    """Warm-up forwards, then one forward / one backward, then cool-down backwards (1F1B)."""
+    phases = one_f_one_b_phases(stage, stages, microbatches)
+    return phases["warm-up"] + phases["steady"] + phases["cool-down"]
 
 
 SCHEDULES = {"naive": naive_schedule, "gpipe": gpipe_schedule, "1f1b": one_f_one_b_schedule}
