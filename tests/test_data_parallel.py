@@ -460,3 +460,17 @@ def test_ddp_under_mpiexec_matches_single_process_on_3_ranks() -> None:
     out = assert_ok(run_mpi(MPI_SCRIPT, n=3, timeout=90,
                             env={"PYTHONPATH": f"{REPO}/tests:{REPO}"}))
     assert out.count("OK 3 mpi") == 3
+
+
+@pytest.mark.timeout(60)
+def test_a_parameter_frozen_on_one_rank_only_fails_at_construction_naming_it() -> None:
+    """D9: used to fail later, as a byte-count mismatch inside a bucket's all-reduce."""
+
+    def body(comm: Any) -> None:
+        model = make_model()
+        if comm.rank == 1:
+            model[0].bias.requires_grad_(False)
+        DistributedDataParallel(model, comm)
+
+    with pytest.raises(ValueError, match=r"rank 1 has requires_grad different from rank 0 for \['0.bias'\]"):
+        run_local(body, 2)

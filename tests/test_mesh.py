@@ -226,3 +226,16 @@ def test_mesh_groups_and_hybrid_training_under_mpiexec_on_4_ranks() -> None:
     for name in ("dp x pp", "dp x tp"):
         line = next(line for line in out.splitlines() if line.startswith(name))
         assert line.startswith(f"{name}: 4 ranks") and float(line.split()[-1]) < TOL, out
+
+
+@pytest.mark.timeout(60)
+def test_ranks_asking_for_different_meshes_fail_at_construction_naming_each_shape() -> None:
+    """D8: a rank built with dp=2, pp=2 and one with dp=4 used to get mismatched groups."""
+
+    def body(comm):
+        if comm.rank == 3:
+            return ProcessMesh(comm, dp=4)
+        return ProcessMesh(comm, dp=2, pp=2)
+
+    with pytest.raises(ValueError, match=r"different meshes \(rank 0: dp=2, pp=2, tp=1, .*rank 3: dp=4, pp=1"):
+        run_local(body, 4)

@@ -41,11 +41,14 @@ step as one process would. ``lessons/08_hybrid.py`` runs dp=2 x pp=2.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from minipar.backend import get_array_module
-from minipar.comm import allreduce, require_communicator
+from minipar.comm import allgather, allreduce, require_communicator
 from minipar.parallel.flat_buffer import FlatBuffer
 from minipar.tensor import Tensor
 
@@ -59,13 +62,21 @@ class ProcessMesh:
     def __init__(self, comm: Any, dp: int = 1, pp: int = 1, tp: int = 1) -> None:
         require_communicator(comm, "ProcessMesh")
         for name, value in (("dp", dp), ("pp", pp), ("tp", tp)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ProcessMesh {name} must be a positive int, got {value!r}")
+        dp, pp, tp = int(dp), int(pp), int(tp)
         if dp * pp * tp != comm.size:
             raise ValueError(
                 f"ProcessMesh dp*pp*tp = {dp}*{pp}*{tp} = {dp * pp * tp} does not equal the "
                 f"world size {comm.size}"
             )
+        # Every rank must build the same mesh, or the splits below pair the wrong ranks.
+        shapes = allgather(comm, np.array([dp, pp, tp], dtype=np.int64)).reshape(comm.size, 3)
+        if (shapes != shapes[0]).any():
+            described = ", ".join(f"rank {r}: dp={a}, pp={b}, tp={c}" for r, (a, b, c) in
+                                  enumerate(shapes.tolist()))
+            raise ValueError(f"ProcessMesh: the ranks asked for different meshes ({described}); "
+                             "every rank must pass the same dp, pp and tp")
         self.world = comm
         self.shape = (dp, pp, tp)
         self.rank = comm.rank

@@ -66,13 +66,25 @@ import numpy as np
 
 from minipar import autograd
 from minipar.backend import get_array_module
-from minipar.comm import Communicator, allreduce, require_communicator
+from minipar.comm import Communicator, allreduce, broadcast, require_communicator
 from minipar.nn.module import Module, Parameter
 from minipar.observe import trace
 from minipar.parallel.data_parallel.buckets import Bucket, CommThread, MiB, assign_buckets
 from minipar.parallel.data_parallel.naive import _trace_rank, _trainable, broadcast_module
 from minipar.parallel.data_parallel.wrapper import ModuleWrapper
 from minipar.tensor import Tensor
+
+
+def _check_same_trainable(module: Module, comm: Communicator) -> None:
+    """Every rank must train the same parameters, or the buckets differ and the sums mismatch."""
+    named = list(module.named_parameters())
+    mine = np.array([param.requires_grad for _, param in named], dtype=np.int64)
+    rank0 = broadcast(comm, mine.copy())
+    if not np.array_equal(mine, rank0):
+        differing = [name for (name, _), a, b in zip(named, mine, rank0) if a != b]
+        raise ValueError(f"DistributedDataParallel: rank {comm.rank} has requires_grad different from "
+                         f"rank 0 for {differing}: freeze (or unfreeze) parameters on every rank alike, "
+                         "before wrapping the module")
 
 
 class DistributedDataParallel(ModuleWrapper):
@@ -104,6 +116,7 @@ class DistributedDataParallel(ModuleWrapper):
         self.bucket_cap_mb, self.overlap = bucket_cap_mb, bool(overlap)
         self.find_unused_parameters = bool(find_unused_parameters)
         broadcast_module(module, comm)
+        _check_same_trainable(module, comm)
         self.bucket_layout = [[name for name, _ in group] for group in
                               assign_buckets(named[::-1], bucket_cap_mb * MiB)]
         self.buckets: list[Bucket] = []
