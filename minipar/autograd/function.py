@@ -109,12 +109,17 @@ class Function:
         out = cls.forward(ctx, *arrays)
         if type(out) is not np.ndarray or out.dtype.hasobject:  # rare: one check on the hot path
             out = _checked_output(cls, out, args)
-        result = Tensor._wrap(out)
+        result = Tensor.__new__(Tensor)  # Tensor._wrap(out), written out: this is the hot path
+        result.array = out
+        result._grad = result._hooks = result._post_accumulate_hooks = None
         if needs_grad:
             ctx.inputs = edges  # no input arrays: PyTorch's graph, too, keeps only what is saved
             ctx.hooks = None
             result.requires_grad = True
             result._node = ctx
+        else:
+            result.requires_grad = False
+            result._node = None
         return result
 
 
