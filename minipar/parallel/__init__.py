@@ -10,6 +10,8 @@ from minipar.parallel.data_parallel import broadcast_module as broadcast_module
 from minipar.parallel.mesh import ProcessMesh as ProcessMesh
 from minipar.parallel.mesh import average_gradients as average_gradients
 from minipar.parallel.pipeline import PipelineParallel as PipelineParallel
+from minipar.parallel.replicas import ReplicaMismatchError as ReplicaMismatchError
+from minipar.parallel.replicas import check_replicas as check_replicas
 from minipar.parallel.tensor_parallel import ColumnParallelLinear as ColumnParallelLinear
 from minipar.parallel.tensor_parallel import RowParallelLinear as RowParallelLinear
 from minipar.parallel.zero import ZeroOptimizer as ZeroOptimizer

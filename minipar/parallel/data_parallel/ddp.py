@@ -72,6 +72,7 @@ from minipar.observe import trace
 from minipar.parallel.data_parallel.buckets import Bucket, CommThread, MiB, assign_buckets
 from minipar.parallel.data_parallel.naive import _trace_rank, _trainable, broadcast_module
 from minipar.parallel.data_parallel.wrapper import ModuleWrapper
+from minipar.parallel.replicas import check_replicas
 from minipar.tensor import Tensor
 
 
@@ -97,13 +98,17 @@ class DistributedDataParallel(ModuleWrapper):
     all-reduce per step tells the ranks which parameters nobody used: those
     keep ``.grad`` None, exactly as on one process.
 
+    ``check_every=N`` runs ``parallel.replicas.check_replicas`` before every N-th training
+    forward (off by default): a rank whose weights diverged is named instead of silently
+    averaging gradients of different models.
+
     ``reduce_in_place=False`` takes the plain, copying bucket for every bucket, one-parameter
     ones included (``buckets.Bucket`` says what in place saves).
     """
 
     def __init__(self, module: Module, comm: Communicator, bucket_cap_mb: float = 25,
                  overlap: bool = True, find_unused_parameters: bool = False, *,
-                 reduce_in_place: bool = True) -> None:
+                 reduce_in_place: bool = True, check_every: int | None = None) -> None:
         require_communicator(comm, "DistributedDataParallel")
         named = _trainable(module, "DistributedDataParallel")
         if isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, (int, float)) \
@@ -115,6 +120,10 @@ class DistributedDataParallel(ModuleWrapper):
         self.module, self.comm = module, comm
         self.bucket_cap_mb, self.overlap = bucket_cap_mb, bool(overlap)
         self.find_unused_parameters = bool(find_unused_parameters)
+        if check_every is not None and (isinstance(check_every, bool) or not isinstance(check_every, int)
+                                        or check_every < 1):
+            raise ValueError(f"check_every must be None or a positive number of steps, got {check_every!r}")
+        self.check_every, self._forwards = check_every, 0
         broadcast_module(module, comm)
         _check_same_trainable(module, comm)
         self.bucket_layout = [[name for name, _ in group] for group in
@@ -137,6 +146,10 @@ class DistributedDataParallel(ModuleWrapper):
 
     # ----- the training loop's side ---------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.check_every is not None and autograd.is_grad_enabled():
+            if self._forwards % self.check_every == 0:  # before steps 0, N, 2N, ...: replicas agree?
+                check_replicas(self.module, self.comm)
+            self._forwards += 1
         if self.buckets and autograd.is_grad_enabled():
             if self._sync_enabled:
                 self._prepare_for_backward()
