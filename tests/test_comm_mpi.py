@@ -58,6 +58,11 @@ def test_ring_allreduce_sends_exactly_2n_minus_own_and_right_chunks(report: str)
 
 
 @requires_mpi
+def test_one_pass_and_slabbed_ring_are_bit_identical_and_logged_under_mpi(report: str) -> None:
+    check_passed(report, "ring_forms")
+
+
+@requires_mpi
 @pytest.mark.parametrize("name", ["reduce_scatter", "allgather", "broadcast"])
 def test_sharded_collectives_and_broadcast_match_closed_forms(report: str, name: str) -> None:
     check_passed(report, name)
@@ -171,6 +176,24 @@ def _main() -> None:  # noqa: C901 - one long list of checks, read top to bottom
               f"n={n}: sent {comm.bytes_sent} bytes, expected {4 * expect}")
         if n % p == 0:
             check("ring_counters", expect == 2 * (p - 1) * n // p, "formula")
+
+    # the one-pass ring and the slabbed one (several slabs: SLAB_BYTES lowered) give the same
+    # bits; the one-pass ring's log holds its 2(p-1) messages
+    from minipar.comm import ring
+
+    saved_slab, ring.SLAB_BYTES = ring.SLAB_BYTES, 4096
+    try:
+        for n in [0, 1, p + 1, 1003, 100_003]:
+            x = rng.standard_normal(n).astype(np.float32)
+            y = x.copy()
+            with mc.message_log(comm) as log:
+                mc.ring_allreduce(comm, x, op="mean", slabs=False)
+            mc.ring_allreduce(comm, y, op="mean", slabs=True)
+            check("ring_forms", x.tobytes() == y.tobytes() and identical_everywhere(x), f"n={n}")
+            expected = 2 * (p - 1) if p > 1 and n else 0
+            check("ring_forms", len(log) == expected, f"n={n}: {len(log)} messages logged")
+    finally:
+        ring.SLAB_BYTES = saved_slab
 
     # reduce_scatter: a view of shard `rank`; allgather: shards of unequal length
     for n in [0, 1, p + 1, 1003]:

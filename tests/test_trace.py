@@ -116,6 +116,30 @@ def test_collectives_emit_a_comm_span_per_call_on_every_rank() -> None:
     assert all("allreduce" in e["name"] for e in spans)
 
 
+def test_comm_spans_carry_the_bytes_and_messages_the_counters_saw_and_stop_with_tracing() -> None:
+    from minipar.comm import events as comm_events
+
+    trace.enable()
+
+    def body(comm) -> list[int]:
+        comm.reset_counters()
+        allreduce(comm, np.ones(1000), algorithm="ring")
+        return [comm.bytes_sent, comm.messages_sent]
+
+    counted = run_local(body, 2)
+    spans = sorted((e for e in trace.events() if e["cat"] == "comm"), key=lambda e: e["rank"])
+    assert [[e["args"]["bytes"], e["args"]["messages"]] for e in spans] == counted
+    assert counted == [[8000, 2], [8000, 2]]  # p = 2: one message each way per phase
+    trace.disable()
+    assert _trace_listens() is False and comm_events.collective_listeners == []
+
+
+def _trace_listens() -> bool:
+    from minipar.comm import events as comm_events
+
+    return trace._on_collective in comm_events.collective_listeners
+
+
 def test_save_writes_a_file_perfetto_reads(tmp_path) -> None:
     trace.enable()
     with trace.span("step", "compute", bytes=np.int64(4096), dtype=np.dtype("float32")):

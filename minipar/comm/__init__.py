@@ -11,13 +11,20 @@ Arrays in, arrays out; nothing here knows about Tensor.
 
 Files, in reading order: ``communicator.py`` (the point-to-point interface,
 counters, errors), ``thread_backend.py`` (``run_local``), ``mpi_backend.py``
-(``world``), ``collectives.py`` (naive, tree, recursive doubling and ring
-all-reduce, broadcast), ``ring.py`` (reduce-scatter, all-gather),
-``safety.py`` (abort hook, timeouts, ``MINIPAR_DEBUG`` fingerprints).
+(``world``), ``ring.py`` (ring all-reduce in one pass and in slabs,
+reduce-scatter, all-gather), ``collectives.py`` (naive, tree, recursive
+doubling all-reduce, broadcast, gather to root), ``events.py`` (the message
+log: the one stream every counted message passes through), ``safety.py``
+(abort hook, timeouts, ``MINIPAR_DEBUG`` fingerprints).
+
+Imports run one way: events <- communicator <- safety <- _common <- ring <-
+collectives; nothing here imports ``minipar.observe`` (the trace reads the
+stream through ``events.add_observer``).
 
 Environment variables: ``MINIPAR_COMM_TIMEOUT=seconds`` (deadline of every
 blocking wait), ``MINIPAR_DEBUG=1`` (check that all ranks call the same
-collective), ``MINIPAR_CUDA_AWARE_MPI=1`` (hand CuPy arrays to MPI directly).
+collective), ``MINIPAR_VERBOSE=1`` (a ``message_log`` prints every message),
+``MINIPAR_CUDA_AWARE_MPI=1`` (hand CuPy arrays to MPI directly).
 """
 
 from minipar.comm._common import chunk_bounds
@@ -26,6 +33,7 @@ from minipar.comm.collectives import (
     allgather,
     allreduce,
     broadcast,
+    gather_to_root,
     naive_allreduce,
     recursive_doubling_allreduce,
     reduce_scatter,
@@ -42,6 +50,7 @@ from minipar.comm.communicator import (
     Request,
     require_communicator,
 )
+from minipar.comm.events import CollectiveCall, Message, add_observer, message_log, remove_observer
 from minipar.comm.mpi_backend import MPICommunicator, world
 from minipar.comm.ring import ring_schedule
 from minipar.comm.safety import install_abort_hook, launched_rank_and_size
@@ -51,9 +60,10 @@ if (launched_rank_and_size() or (0, 1))[1] > 1:  # started by mpiexec with sever
     install_abort_hook()
 
 __all__ = [
-    "AUTO_SMALL_BYTES", "USER_TAG_LIMIT", "CollectiveMismatchError", "CommError",
+    "AUTO_SMALL_BYTES", "USER_TAG_LIMIT", "CollectiveCall", "CollectiveMismatchError", "CommError",
     "CommTimeoutError", "Communicator", "DeadlockError", "LocalCommunicator", "MPICommunicator",
-    "Request", "allgather", "allreduce", "broadcast", "chunk_bounds", "naive_allreduce",
+    "Message", "Request", "add_observer", "allgather", "allreduce", "broadcast", "chunk_bounds",
+    "gather_to_root", "message_log", "naive_allreduce", "remove_observer",
     "recursive_doubling_allreduce", "reduce_scatter",
     "require_communicator", "ring_allreduce", "ring_schedule", "run_local",
     "tree_allreduce", "world",

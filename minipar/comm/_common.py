@@ -9,6 +9,7 @@ import numpy as np
 
 from minipar.backend import get_array_module
 from minipar.comm.communicator import TAG_COLLECTIVE, Communicator, check_array
+from minipar.comm.safety import Collective
 
 #: op name -> the ufunc that combines two arrays elementwise (mean = sum, then / p)
 OPS = {"sum": "add", "mean": "add", "max": "maximum", "min": "minimum"}
@@ -84,3 +85,17 @@ def exchange(comm: Communicator, outgoing: Any, dest: int, incoming: Any, source
         comm.send(outgoing, dest, TAG_COLLECTIVE)
     elif incoming.size:
         comm.recv(incoming, source, TAG_COLLECTIVE)
+
+
+def run_allreduce(comm: Communicator, array: Any, op: str, name: str,
+                  core: Callable[[Communicator, Any, str], None]) -> Any:
+    """Check, announce (for timeouts, MINIPAR_DEBUG and the message log), run one all-reduce core.
+
+    ``core(comm, flat, op)`` reduces the flat view in place; it only runs when
+    there is something to do (p > 1 and a non-empty array).
+    """
+    flat = prepare(comm, array, name, op)
+    with Collective(comm, name, op, flat.dtype, flat.size):
+        if comm.size > 1 and flat.size > 0:
+            core(comm, flat, op)
+    return array

@@ -31,10 +31,11 @@ from minipar.comm._common import (
     combiner,
     finish_mean,
     prepare,
+    run_allreduce,
     scratch,
 )
-from minipar.comm.communicator import TAG_COLLECTIVE, Communicator
-from minipar.comm.ring import allgather, reduce_scatter, ring_allreduce_steps
+from minipar.comm.communicator import TAG_COLLECTIVE, Communicator, require_communicator
+from minipar.comm.ring import allgather, reduce_scatter, ring_allreduce, ring_allreduce_in_slabs
 from minipar.comm.safety import Collective
 
 # Below this, "auto" picks recursive doubling. Where the two cost formulas cross depends on
@@ -89,7 +90,7 @@ def naive_allreduce(comm: Communicator, array: Any, op: str = "sum") -> Any:
     linearly with p: ``2(p-1)(alpha + N beta) + (p-1) N gamma``. Bytes sent
     per rank: rank 0 (p-1) N, every other rank N.
     """
-    return _run(comm, array, op, "naive_allreduce", _naive)
+    return run_allreduce(comm, array, op, "naive_allreduce", _naive)
 
 
 def _naive(comm: Communicator, flat: Any, op: str) -> None:
@@ -116,7 +117,7 @@ def tree_allreduce(comm: Communicator, array: Any, op: str = "sum") -> Any:
     back down the same tree. Cost ``2 L (alpha + N beta) + L N gamma``: fewer
     latencies than naive, but every round moves the whole array.
     """
-    return _run(comm, array, op, "tree_allreduce", _tree)
+    return run_allreduce(comm, array, op, "tree_allreduce", _tree)
 
 
 def _tree(comm: Communicator, flat: Any, op: str) -> None:
@@ -148,7 +149,7 @@ def recursive_doubling_allreduce(comm: Communicator, array: Any, op: str = "sum"
     Cost ``L (alpha + N beta + N gamma)`` (+ ``2 (alpha + N beta)`` if p is not
     a power of two): best for small arrays, wasteful for big ones.
     """
-    return _run(comm, array, op, "recursive_doubling_allreduce", _recursive_doubling)
+    return run_allreduce(comm, array, op, "recursive_doubling_allreduce", _recursive_doubling)
 
 
 def _recursive_doubling(comm: Communicator, flat: Any, op: str) -> None:
@@ -186,45 +187,14 @@ def _recursive_doubling(comm: Communicator, flat: Any, op: str) -> None:
             comm.send(flat, rank - 1, TAG_COLLECTIVE)
 
 
-def ring_allreduce(comm: Communicator, array: Any, op: str = "sum") -> Any:
-    """Ring all-reduce: a ring reduce-scatter, then a ring all-gather (see ``ring.py``).
-
-    Example at p = 4, chunks 0..3 (rank r ends the first phase owning chunk r):
-
-        reduce-scatter step 1: rank 0 -> 1 chunk 3, 1 -> 2 chunk 0, 2 -> 3 chunk 1, 3 -> 0 chunk 2
-        reduce-scatter step 2: rank 0 -> 1 chunk 2, 1 -> 2 chunk 3, 2 -> 3 chunk 0, 3 -> 0 chunk 1
-        reduce-scatter step 3: rank 0 -> 1 chunk 1, 1 -> 2 chunk 2, 2 -> 3 chunk 3, 3 -> 0 chunk 0
-        all-gather steps 1-3:  rank r -> r+1 chunk r, then r-1, then r-2 (received in place)
-
-    Each receiver adds what it gets during reduce-scatter and simply stores it
-    during all-gather. Cost ``2(p-1) alpha + 2(p-1)/p N beta + (p-1)/p N gamma``.
-    Bytes sent per rank exactly ``2N - c_r - c_{(r+1) % p}`` for chunk lengths c
-    (``2(p-1)/p N`` when p divides N): flat in p, hence bandwidth-optimal.
-    Chunks over ``ring.SLAB_BYTES`` (2 MiB) are done in K slabs so the data stays in
-    cache between receiving, adding and sending it: same bytes, K times the messages.
-    """
-    return _run(comm, array, op, "ring_allreduce", _ring)
-
-
-def _ring(comm: Communicator, flat: Any, op: str) -> None:
-    ring_allreduce_steps(comm, flat, op)  # in ring.py: the steps, slab by slab
-
-
-def _run(comm: Communicator, array: Any, op: str, name: str, core: Any) -> Any:
-    """Check, announce (for timeouts and MINIPAR_DEBUG), then run one all-reduce core."""
-    flat = prepare(comm, array, name, op)
-    with Collective(comm, name, op, flat.dtype, flat.size):
-        if comm.size > 1 and flat.size > 0:
-            core(comm, flat, op)
-    return array
-
-
-ALGORITHMS = {
-    "ring": _ring,
+ALGORITHMS = {  # ring_allreduce (ring.py) is the first, and the default
+    "ring": ring_allreduce_in_slabs,
     "naive": _naive,
     "tree": _tree,
     "recursive_doubling": _recursive_doubling,
 }
+
+LABELS = {name: f"{name}_allreduce" for name in ALGORITHMS}  # what the message log calls them
 
 
 def allreduce(comm: Communicator, array: Any, op: str = "sum", algorithm: str = "ring") -> Any:
@@ -242,13 +212,49 @@ def allreduce(comm: Communicator, array: Any, op: str = "sum", algorithm: str = 
         raise ValueError(
             f"allreduce: algorithm must be one of {sorted(ALGORITHMS) + ['auto']}, got {algorithm!r}"
         )
-    with Collective(comm, "allreduce", op, flat.dtype, flat.size, f"algorithm={algorithm}"):
+    with Collective(comm, "allreduce", op, flat.dtype, flat.size, f"algorithm={algorithm}",
+                    label=LABELS[algorithm]):
         if comm.size > 1 and flat.size > 0:
             core(comm, flat, op)
     return array
 
 
+def gather_to_root(comm: Communicator, payload: bytes | Any, root: int = 0) -> list[bytes] | None:
+    """Collective: every rank's ``payload`` (bytes, or a uint8 array) on ``root``, in rank order.
+
+    Returns the list of p ``bytes`` objects on ``root``, None on the other ranks.
+    Payloads may differ in length, so each rank sends two messages: its length
+    (an int64), then the bytes into a buffer of that length. Cost on the root's
+    link: ``2(p-1) alpha + (sum of the others' bytes) beta``, in series.
+    """
+    require_communicator(comm, "gather_to_root")
+    if not isinstance(root, (int, np.integer)) or not 0 <= root < comm.size:
+        raise ValueError(f"gather_to_root: root must be a rank in [0, {comm.size}), got {root!r}")
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        blob = np.frombuffer(bytes(payload), dtype=np.uint8)
+    elif isinstance(payload, np.ndarray) and payload.dtype == np.uint8:
+        blob = np.ascontiguousarray(payload).reshape(-1)
+    else:
+        raise TypeError(f"gather_to_root: payload must be bytes or a uint8 numpy array, got "
+                        f"{type(payload).__name__}{getattr(payload, 'dtype', '')}")
+    with Collective(comm, "gather_to_root", None, "uint8", "?", f"root={root}"):
+        if comm.rank != root:
+            comm.send(np.array([blob.size], dtype=np.int64), int(root), TAG_COLLECTIVE)
+            comm.send(blob, int(root), TAG_COLLECTIVE)
+            return None
+        gathered = []
+        for source in range(comm.size):
+            if source == root:
+                gathered.append(blob.tobytes())
+                continue
+            length = comm.recv(np.zeros(1, dtype=np.int64), source, TAG_COLLECTIVE)
+            buffer = comm.recv(np.empty(int(length[0]), dtype=np.uint8), source, TAG_COLLECTIVE)
+            gathered.append(buffer.tobytes())
+        return gathered
+
+
 __all__ = [
-    "ALGORITHMS", "AUTO_SMALL_BYTES", "allgather", "allreduce", "broadcast", "naive_allreduce",
+    "ALGORITHMS", "AUTO_SMALL_BYTES", "allgather", "allreduce", "broadcast", "gather_to_root",
+    "naive_allreduce",
     "recursive_doubling_allreduce", "reduce_scatter", "ring_allreduce", "tree_allreduce",
 ]

@@ -15,11 +15,14 @@ launched with ``mpiexec -n 4 python -m mpi4py script.py``) and
 ``LocalCommunicator`` (one thread per rank inside one process, via
 ``run_local(fn, 4)``). Arrays in, arrays out: nothing here knows about Tensor.
 
-Counters. ``send``, ``isend`` and ``sendrecv`` add the bytes they send to
-``bytes_sent`` and one to ``messages_sent``, so a collective built on them is
-counted for free and a test can check the theory (ring all-reduce sends
-``2(p-1)/p * N`` elements per rank). ``barrier``, ``split`` and the
-``MINIPAR_DEBUG`` fingerprints use uncounted internal messages.
+Counters and the message log. ``send``, ``isend`` and ``sendrecv`` pass every
+message once through ``_message``, the one event stream (``events.py``): it
+adds the bytes to ``bytes_sent`` and one to ``messages_sent``, so a collective
+built on them is counted for free and a test can check the theory (ring
+all-reduce sends ``2(p-1)/p * N`` elements per rank), and, while a
+``message_log`` or the trace listens, hands them a record of the message.
+``barrier``, ``split`` and the ``MINIPAR_DEBUG`` fingerprints use uncounted
+internal messages.
 
 Tags. User tags must lie in ``[0, USER_TAG_LIMIT)``; collectives use tags above.
 """
@@ -31,6 +34,8 @@ import threading
 from typing import Any
 
 import numpy as np
+
+from minipar.comm.events import emit_message, message_listeners
 
 #: User point-to-point tags must be below this; collectives use the tags above it
 #: (MPI guarantees tags up to 32767 on every implementation).
@@ -116,12 +121,6 @@ class Request:
         raise NotImplementedError
 
 
-def wait_all(requests: list[Request]) -> None:
-    """Wait for every request in order."""
-    for request in requests:
-        request.wait()
-
-
 class Communicator:
     """A group of ``size`` ranks; this object is rank ``rank`` of it.
 
@@ -154,10 +153,17 @@ class Communicator:
             self.bytes_sent = 0
             self.messages_sent = 0
 
-    def _count(self, nbytes: int) -> None:
+    def _message(self, nbytes: int, dest: int, tag: int) -> None:
+        """The event stream: every counted message passes here once, before it is sent.
+
+        The counters always read it; listeners (``message_log``, the trace) only when
+        there are any, so the cost of the log when off is this one list test.
+        """
         with self._counter_lock:  # a DDP comm thread may send while the main thread does
             self.bytes_sent += nbytes
             self.messages_sent += 1
+        if message_listeners:
+            emit_message(self, nbytes, dest, tag)
 
     # ----- argument checks --------------------------------------------------------
     def _check_peer(self, peer: int, name: str) -> None:
@@ -179,7 +185,7 @@ class Communicator:
         check_array(array, "send")
         self._check_peer(dest, "dest")
         self._check_tag(tag)
-        self._count(array.nbytes)
+        self._message(array.nbytes, dest, tag)
         self._send(array, dest, tag)
 
     def recv(self, array: Any, source: int, tag: int = 0) -> Any:
@@ -195,7 +201,7 @@ class Communicator:
         check_array(array, "isend")
         self._check_peer(dest, "dest")
         self._check_tag(tag)
-        self._count(array.nbytes)
+        self._message(array.nbytes, dest, tag)
         return self._isend(array, dest, tag)
 
     def irecv(self, array: Any, source: int, tag: int = 0) -> Request:
@@ -224,7 +230,7 @@ class Communicator:
             self._check_peer(source, "source")
             self._check_tag(sendtag)
             self._check_tag(recvtag)
-        self._count(sendbuf.nbytes)
+        self._message(sendbuf.nbytes, dest, sendtag)
         self._sendrecv(sendbuf, dest, recvbuf, source, sendtag, recvtag)
         return recvbuf
 

@@ -36,15 +36,13 @@ from minipar.comm.communicator import (
     CommTimeoutError,
     Communicator,
 )
-from minipar.observe import trace
+from minipar.comm.events import CollectiveCall, collective_listeners, emit_collective, here
+
 
 # ----- which collective is running on this thread -------------------------------------
-_state = threading.local()
-
-
 def current_collective() -> str:
     """Name of the collective running on this thread, for error messages."""
-    stack = getattr(_state, "stack", None)
+    stack = getattr(here, "stack", None)
     return " > ".join(stack) if stack else "point-to-point (no collective)"
 
 
@@ -53,23 +51,31 @@ class Collective:
 
     The outermost collective on a thread is numbered (``comm._collective_calls``)
     and, when ``comm.debug`` is set, fingerprinted across ranks before it starts.
-    ``extra`` adds text to the fingerprint (e.g. ``"root=0"``).
+    ``extra`` adds text to the fingerprint (e.g. ``"root=0"``). ``label`` (default
+    ``name``) is what the message log and error messages call it, e.g.
+    ``allreduce(..., algorithm="ring")`` is fingerprinted as "allreduce" but its
+    messages say "ring_allreduce". While collective listeners exist (the trace),
+    the call's start, end, bytes and messages go to them as a ``CollectiveCall``.
     """
 
-    __slots__ = ("comm", "name", "op", "dtype", "length", "extra", "start")
+    __slots__ = ("comm", "name", "op", "dtype", "length", "extra", "label", "start", "sent")
 
     def __init__(self, comm: Communicator, name: str, op: str | None, dtype: Any, length: Any,
-                 extra: str = "") -> None:
+                 extra: str = "", label: str | None = None) -> None:
         self.comm, self.name, self.op, self.dtype = comm, name, op, dtype
-        self.length, self.extra = length, extra
-        self.start = time.perf_counter() if trace.is_enabled() else 0.0  # tracing: a "comm" span
+        self.length, self.extra, self.label = length, extra, label or name
+        self.start = 0.0
+        if collective_listeners:  # someone reads collective calls: time it, note the counters
+            self.start = time.perf_counter()
+            self.sent = (comm.bytes_sent, comm.messages_sent)
 
     def __enter__(self) -> Collective:
         try:
-            stack = _state.stack
+            stack = here.stack
         except AttributeError:
-            stack = _state.stack = []
-        stack.append(self.name)
+            stack = here.stack = []
+        stack.append(self.label)
+        here.step = None
         if len(stack) == 1:  # outermost: count it, and check it when debugging
             comm = self.comm
             comm._collective_calls += 1
@@ -82,11 +88,15 @@ class Collective:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        _state.stack.pop()
+        here.stack.pop()
+        here.step = None
         if self.start:
-            trace.add_span(self.name, "comm", self.start, time.perf_counter(),
-                           rank=getattr(self.comm, "world_rank", None), op=self.op,
-                           dtype=str(self.dtype), length=self.length, extra=self.extra)
+            comm = self.comm
+            emit_collective(CollectiveCall(
+                self.name, getattr(comm, "world_rank", None), self.start, time.perf_counter(),
+                comm.bytes_sent - self.sent[0], comm.messages_sent - self.sent[1],
+                {"op": self.op, "dtype": str(self.dtype), "length": self.length,
+                 "extra": self.extra}))
 
     def describe(self) -> str:
         """``allreduce(op=sum, dtype=float32, length=10, algorithm=ring) call #3``."""

@@ -26,6 +26,12 @@ that thread if called, else a thread name starting ``minipar-rank-r`` (the
 names ``run_local`` gives its threads; name your helper threads
 ``minipar-rank-r-comm`` and they join rank r's row), else rank 0.
 
+Communication spans come from minipar.comm's event stream: while tracing is
+on this module is an observer of it (``minipar.comm.add_observer``), and every
+collective call that ends becomes a "comm" span with its op, dtype, length and
+the bytes and messages it sent (``minipar.comm`` itself never imports this
+module). ``MINIPAR_TRACE=1`` turns tracing on when this module is imported.
+
 Clocks. Span times are ``time.perf_counter`` seconds since ``enable()``; at
 ``save`` each rank also sends the wall-clock time of its origin, and rank 0
 shifts every rank onto the earliest origin, so ranks on one machine line up
@@ -43,6 +49,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
+from minipar.comm import events as comm_events
+from minipar.comm import gather_to_root
+
 _NULL = nullcontext()
 _RANK_THREAD = re.compile(r"minipar-rank-(\d+)")
 
@@ -59,15 +68,32 @@ _state = _State()
 _thread = threading.local()  # .rank: set_rank's label for this thread
 
 
+def _on_collective(call: comm_events.CollectiveCall) -> None:
+    """minipar.comm's stream -> one "comm" span per collective call."""
+    add_span(call.name, "comm", call.start, call.end, rank=call.rank, bytes=call.nbytes,
+             messages=call.messages, **call.args)
+
+
+def _listen(on: bool) -> None:
+    comm_events.remove_observer(_on_collective)  # never twice
+    if on:
+        comm_events.add_observer(_on_collective, collectives=True)
+
+
+_listen(_state.enabled)  # MINIPAR_TRACE=1: from the start
+
+
 def enable() -> None:
     """Start recording (clears earlier spans)."""
     clear()
     _state.enabled = True
+    _listen(True)
 
 
 def disable() -> None:
     """Stop recording; spans recorded so far stay until ``clear`` or ``enable``."""
     _state.enabled = False
+    _listen(False)
 
 
 def is_enabled() -> bool:
@@ -180,14 +206,12 @@ def _plain(value: Any) -> Any:
 def collect(comm: Any = None) -> dict[str, Any] | None:
     """Gather every rank's spans into one Chrome-trace document; returns it on rank 0, else None.
 
-    Collective over ``comm`` (call it on every rank). MPI: each rank sends rank 0
-    its spans as JSON bytes (length first, then the bytes). Threads (``run_local``):
+    Collective over ``comm`` (call it on every rank). MPI: each rank's spans go to
+    rank 0 as JSON bytes (``minipar.comm.gather_to_root``). Threads (``run_local``):
     every rank's spans are already in this process, so the ranks only wait for each
     other. ``comm=None``: this process's spans, grouped by their rank labels.
     Pass the world communicator: ranks are labelled by their rank in ``comm``.
     """
-    import numpy as np
-
     if comm is None or comm.size == 1:
         return to_chrome_trace(_by_rank(events(), 0 if comm is None else comm.rank))
     if getattr(comm, "backend", "") == "threads":
@@ -195,23 +219,12 @@ def collect(comm: Any = None) -> dict[str, Any] | None:
         document = to_chrome_trace(_by_rank(events(), 0)) if comm.rank == 0 else None
         comm.barrier()  # nobody clears or records more before rank 0 has copied the spans
         return document
-    from minipar.comm.communicator import USER_TAG_LIMIT
-
-    tag_length, tag_bytes = USER_TAG_LIMIT + 50, USER_TAG_LIMIT + 51  # above every user tag
     wall_origin = time.time() - (time.perf_counter() - _state.origin)
     mine = json.dumps({"wall_origin": wall_origin, "events": events()}, default=_plain).encode()
-    if comm.rank != 0:
-        payload = np.frombuffer(mine, dtype=np.uint8).copy()
-        comm.send(np.array([payload.size], dtype=np.int64), 0, tag=tag_length)
-        comm.send(payload, 0, tag=tag_bytes)
+    gathered = gather_to_root(comm, mine)
+    if gathered is None:
         return None
-    per_rank = [json.loads(mine)]
-    for source in range(1, comm.size):
-        length = np.zeros(1, dtype=np.int64)
-        comm.recv(length, source, tag=tag_length)
-        buffer = np.zeros(int(length[0]), dtype=np.uint8)
-        comm.recv(buffer, source, tag=tag_bytes)
-        per_rank.append(json.loads(buffer.tobytes().decode()))
+    per_rank = [json.loads(blob.decode()) for blob in gathered]
     earliest = min(part["wall_origin"] for part in per_rank)
     grouped: dict[int, list[dict[str, Any]]] = {}
     for rank, part in enumerate(per_rank):

@@ -49,13 +49,12 @@ from typing import Any
 
 import numpy as np
 
-from minipar.comm import Communicator, allgather, broadcast, require_communicator
+from minipar.comm import Communicator, allgather, broadcast, gather_to_root, require_communicator
 from minipar.snapshot import from_bytes, load, save, to_bytes
 
 MANIFEST = "manifest.npz"
 FORMAT = "minipar.distributed"
 VERSION = 1
-TAG_GATHER = 29_901  # a user tag (< comm.USER_TAG_LIMIT) for the gathered local states
 _SHARD = re.compile(r"^shard-(\d{5})-of-(\d{5})\.g(\d+)\.npz$")
 
 
@@ -113,18 +112,9 @@ def save_distributed(path: str | os.PathLike[str], comm: Communicator, shared: A
 
 
 def _gather_to_root(comm: Communicator, local: Any) -> list[Any] | None:
-    """Every rank's ``local`` on rank 0 (None elsewhere): a length, then the bytes, per rank."""
-    if comm.rank != 0:
-        blob = np.frombuffer(to_bytes(local), dtype=np.uint8).copy()
-        comm.send(np.array([blob.size], dtype=np.int64), 0, TAG_GATHER)
-        comm.send(blob, 0, TAG_GATHER)
-        return None
-    gathered = [local]
-    for source in range(1, comm.size):
-        length = comm.recv(np.zeros(1, dtype=np.int64), source, TAG_GATHER)
-        blob = comm.recv(np.empty(int(length[0]), dtype=np.uint8), source, TAG_GATHER)
-        gathered.append(from_bytes(blob.tobytes()))
-    return gathered
+    """Every rank's ``local`` on rank 0 (None elsewhere); rank 0 keeps its own as it is."""
+    blobs = gather_to_root(comm, b"" if comm.rank == 0 else to_bytes(local))
+    return None if blobs is None else [local] + [from_bytes(blob) for blob in blobs[1:]]
 
 
 def _remove_stale(path: str, keep: set[str]) -> None:
