@@ -10,27 +10,39 @@
    batches and prints both loss curves side by side: they agree to ~1e-15,
    because the mean of the ranks' mean losses *is* the global mean loss.
 2. Counts the bytes each rank sent per step beside the ring's formula
-   2(p-1)/p * N * itemsize.
+   2(p-1)/p * N * itemsize; then runs the naive per-parameter sync
+   (``NaiveDataParallel``) beside DDP on a wider model and prints, from the
+   message log, messages and time per step next to 2(p-1) messages per
+   parameter vs per bucket.
 3. Traces a few steps of a wider model and prints rank 0's timeline: the
    bucket all-reduces run on the communication thread while the main thread is
    still differentiating the earlier layers.
 
-Only rank 0 prints.
+``--readable`` runs the plain forms (DDP's copying buckets, the whole-array SGD):
+the same numbers, a little slower. Only rank 0 prints.
 """
 
 from __future__ import annotations
+
+import argparse
+import statistics
+import time
 
 import numpy as np
 from tqdm import tqdm
 
 import minipar
 from minipar import nn, optim
-from minipar.comm import allreduce, world
+from minipar.comm import allreduce, message_log, world
 from minipar.nn import functional as F
 from minipar.observe import trace
-from minipar.parallel import DistributedDataParallel
+from minipar.parallel import DistributedDataParallel, NaiveDataParallel
 from minipar.utils.data import DataLoader, DistributedSampler, load_digits
 
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--readable", action="store_true",
+                    help="the plain forms (copying buckets, whole-array SGD)")
+readable = parser.parse_args().readable
 comm = world()
 rank, p = comm.rank, comm.size
 BATCH_PER_RANK, EPOCHS = 16, 3
@@ -53,8 +65,8 @@ def mlp(sizes: list[int], dtype: type = np.float64) -> nn.Sequential:
 digits = load_digits(dtype=np.float64)
 sampler = DistributedSampler(len(digits.y_train), comm, shuffle=True, seed=0)
 loader = DataLoader(digits.x_train, digits.y_train, batch_size=BATCH_PER_RANK, sampler=sampler)
-ddp = DistributedDataParallel(mlp([64, 128, 128, 10]), comm)
-opt = optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+ddp = DistributedDataParallel(mlp([64, 128, 128, 10]), comm, reduce_in_place=not readable)
+opt = optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9, blocked=not readable)
 alone = mlp([64, 128, 128, 10])  # rank 0's single-process oracle
 alone_opt = optim.SGD(alone.parameters(), lr=0.1, momentum=0.9)
 
@@ -104,6 +116,46 @@ for bucket in ddp.buckets:
 say(f"\nbytes sent by rank 0 per step: {bytes_per_step:,.0f}; theory 2(p-1)/p * N * 8 = "
     f"{2 * (p - 1) / p * params * 8:,.0f} for N = {params:,} float64 elements "
     f"(exactly 2N - c_0 - c_1 = {exact:,} with the array_split chunk sizes c)")
+
+# ----- 2b. per parameter vs per bucket: messages and time per step -------------------------------
+def step_messages_and_seconds(model: nn.Module, sync: object) -> tuple[int, float]:
+    """Messages rank 0 sends in one training step (from the message log) and the median step time."""
+    step_opt = optim.SGD(model.parameters(), lr=0.01, blocked=not readable)
+    xs = minipar.tensor(np.random.default_rng(rank).normal(size=(64, 784)).astype(np.float32))
+    ys = np.random.default_rng(rank).integers(0, 10, 64)
+    seconds = []
+    for repeat in range(6):  # the first step warms up; the second is logged
+        comm.barrier()
+        start = time.perf_counter()
+        with message_log(comm) as log:
+            step_opt.zero_grad()
+            F.cross_entropy(model(xs), ys).backward()
+            if sync is not None:
+                sync()  # the naive form: one all-reduce per parameter, after backward
+            step_opt.step()
+        seconds.append(time.perf_counter() - start)
+        if repeat == 1:
+            sent = sum(1 for message in log if message.source == rank)
+    return sent, statistics.median(seconds[1:])
+
+
+sizes = [784, 1024, 1024, 1024, 10]
+naive = NaiveDataParallel(mlp(sizes, np.float32), comm)
+bucketed = DistributedDataParallel(mlp(sizes, np.float32), comm, bucket_cap_mb=25,
+                                   reduce_in_place=not readable)
+n_params, n_buckets = len(naive.params), len(bucketed.buckets)
+naive_sent, naive_time = step_messages_and_seconds(naive, naive.allreduce_gradients)
+ddp_sent, ddp_time = step_messages_and_seconds(bucketed, None)
+say(f"\n784-1024-1024-1024-10 MLP (float32, {n_params} parameter tensors), one step on {p} ranks:")
+say(f"  {'sync':<26}{'messages/step':>14}{'2(p-1) x count':>16}{'step ms':>9}")
+say(f"  {'naive, per parameter':<26}{naive_sent:>14}{2 * (p - 1) * n_params:>16}{1e3 * naive_time:>9.1f}")
+say(f"  {f'DDP, {n_buckets} bucket(s) of 25 MiB':<26}{ddp_sent:>14}{2 * (p - 1) * n_buckets:>16}"
+    f"{1e3 * ddp_time:>9.1f}")
+slabs = ddp_sent // max(1, 2 * (p - 1) * n_buckets)
+if slabs > 1:
+    say(f"  (chunks over 2 MiB travel in K = {slabs} slabs: 2(p-1) K messages per bucket)")
+say("  (the same bytes either way; on one machine the time is mostly memcpy on the computing cores,"
+    "\n   so fewer, bigger messages help less than across hosts: see lesson 18)")
 
 # ----- 3. watch the overlap -------------------------------------------------------------------------
 wide = DistributedDataParallel(mlp([784, 1024, 1024, 1024, 10], np.float32), comm, bucket_cap_mb=2)
