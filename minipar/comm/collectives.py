@@ -19,6 +19,8 @@ bandwidth); reducing n bytes takes ``n gamma``; N is the array's size in bytes.
 The ring's bandwidth term does not grow with p, so it wins for big arrays;
 recursive doubling has the fewest latencies, so it wins for small ones
 (``allreduce(..., algorithm="auto")`` switches at ``AUTO_SMALL_BYTES``).
+These formulas are computed in one place, ``minipar/observe/cost/model.py`` (the scale
+model that lesson 13 and ``minipar cost`` evaluate); the table here is their summary.
 """
 
 from __future__ import annotations
