@@ -30,6 +30,8 @@ for _old, _new in {
     "minipar.parallel.pipeline_schedules": "minipar.parallel.pipeline.schedules",
     "minipar.parallel.pipeline_comm": "minipar.parallel.pipeline.stage_comm",
     "minipar.parallel.snapshot": "minipar.snapshot.sharded",
+    "minipar.profiler": "minipar.observe.profiler",
+    "minipar.bottleneck": "minipar.observe.bottleneck",
 }.items():
     alias(_old, _new)
 del _old, _new

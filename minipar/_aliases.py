@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import sys
 from types import ModuleType
 
@@ -36,6 +37,12 @@ class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         # ``__name__`` and ``__spec__`` still name its file whichever path imported it.
         real = _REAL_SPECS[module.__spec__.name]
         module.__spec__, module.__name__, module.__loader__ = real, real.name, real.loader
+
+
+    def get_code(self, name: str) -> object:
+        """The target's code, for ``python -m old.path`` (runpy asks the loader for it)."""
+        target = _TARGETS[name]
+        return importlib.util.find_spec(target).loader.get_code(target)
 
 
 _FINDER = _AliasFinder()

@@ -44,6 +44,11 @@ from minipar.autograd.grad_mode import modes
 # imports this package, never the reverse): ``apply`` wraps its results in it.
 Tensor: Any = None
 
+# The active profiler (``minipar.observe.profiler`` sets it; None: off). Function.apply and
+# the backward walk test it once per call; when set, ``profiler.record(name, fn, *args)``
+# runs ``fn(*args)`` and times it.
+profiler: Any = None
+
 _ENGINE_FIELDS = frozenset(("saved_tensors", "inputs", "needs_input_grad", "hooks"))
 
 
@@ -106,7 +111,10 @@ class Function:
             ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         else:
             ctx.needs_input_grad = (False,) * len(args)
-        out = cls.forward(ctx, *arrays)
+        if profiler is None:
+            out = cls.forward(ctx, *arrays)
+        else:  # profiling: the one test the hot path pays when off
+            out = profiler.record(cls.__name__, cls.forward, ctx, *arrays)
         if type(out) is not np.ndarray or out.dtype.hasobject:  # rare: one check on the hot path
             out = _checked_output(cls, out, args)
         result = Tensor.__new__(Tensor)  # Tensor._wrap(out), written out: this is the hot path

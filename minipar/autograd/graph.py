@@ -92,7 +92,11 @@ def _run_node(node: Function, out_grad: Any, retain_graph: bool) -> tuple[Any, .
     """Hooks on the node's output, then its ``backward``; frees what forward saved."""
     if node.hooks is not None:
         out_grad, _ = _run_hooks(node.hooks, out_grad, f"the output of {type(node).__name__}")
-    input_grads = type(node).backward(node, out_grad)
+    if function.profiler is None:
+        input_grads = type(node).backward(node, out_grad)
+    else:
+        input_grads = function.profiler.record(f"{type(node).__name__}Backward", type(node).backward,
+                                               node, out_grad)
     if type(input_grads) is not tuple:
         input_grads = (input_grads,)
     if not retain_graph:  # free what forward saved, as PyTorch does
