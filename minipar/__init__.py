@@ -31,6 +31,7 @@ for _old, _new in {
     "minipar.parallel.pipeline_comm": "minipar.parallel.pipeline.stage_comm",
     "minipar.parallel.snapshot": "minipar.snapshot.sharded",
     "minipar.profiler": "minipar.observe.profiler",
+    "minipar.nn.parallel": "minipar.parallel.data_parallel",
     "minipar.bottleneck": "minipar.observe.bottleneck",
 }.items():
     alias(_old, _new)

@@ -15,3 +15,17 @@ __all__ = [
     "Conv2d", "Dropout", "Embedding", "Flatten", "GELU", "LayerNorm", "Linear", "MaxPool2d", "Module",
     "Parameter", "ReLU", "Sequential", "Sigmoid", "Tanh", "functional",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """PyTorch's paths to what lives in ``minipar.parallel`` (DESIGN.md's named exceptions to the
+    layers), resolved when first asked for: ``nn.DataParallel``, ``nn.parallel``."""
+    if name == "DataParallel":
+        from minipar.parallel.data_parallel.dataparallel import DataParallel
+
+        return DataParallel
+    if name == "parallel":
+        import importlib
+
+        return importlib.import_module("minipar.nn.parallel")
+    raise AttributeError(f"module 'minipar.nn' has no attribute {name!r}")

@@ -3,6 +3,7 @@
 One file per technique; the naive form sits beside the optimised one.
 """
 
+from minipar.parallel.data_parallel import DataParallel as DataParallel
 from minipar.parallel.data_parallel import DistributedDataParallel as DistributedDataParallel
 from minipar.parallel.data_parallel import NaiveDataParallel as NaiveDataParallel
 from minipar.parallel.data_parallel import allreduce_gradients as allreduce_gradients
