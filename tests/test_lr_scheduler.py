@@ -184,6 +184,27 @@ CASES: dict[str, tuple[Callable[[Any, Any], Any], str]] = {
         lambda L, o: L.ChainedScheduler([L.StepLR(o, 4), L.LinearLR(o, 0.5, total_iters=8)], optimizer=o),
         "sgd",
     ),
+    "CyclicLR(triangular)": (lambda L, o: L.CyclicLR(o, 0.01, 0.1, step_size_up=7), "sgd"),
+    "CyclicLR(triangular2, asymmetric, per group)": (
+        lambda L, o: L.CyclicLR(o, [0.01, 0.001], [0.1, 0.05], 4, step_size_down=9, mode="triangular2"),
+        "sgd",
+    ),
+    "CyclicLR(exp_range, Adam betas)": (
+        lambda L, o: L.CyclicLR(o, 0.001, 0.01, 5, mode="exp_range", gamma=0.97, base_momentum=0.85),
+        "adam",
+    ),
+    "CyclicLR(scale_fn per iteration, no momentum)": (
+        lambda L, o: L.CyclicLR(
+            o,
+            0.01,
+            0.1,
+            6,
+            scale_fn=lambda x: 1 / (1 + 0.1 * x),
+            scale_mode="iterations",
+            cycle_momentum=False,
+        ),
+        "sgd",
+    ),
 }
 
 
@@ -210,6 +231,7 @@ RESUMED = [
     "CosineAnnealingWarmRestarts(5, 2, eta_min)",
     "ChainedScheduler",
     "MultiplicativeLR(per group)",
+    "CyclicLR(triangular2, asymmetric, per group)",
 ]
 
 
@@ -369,6 +391,8 @@ BAD = {
         lambda L, o: L.SequentialLR(o, [L.StepLR(o, 2), L.StepLR(two_groups(L, "sgd"), 2)], [3]),
         ValueError,
     ),
+    "CyclicLR mode='sawtooth'": (lambda L, o: L.CyclicLR(o, 0.01, 0.1, mode="sawtooth"), ValueError),
+    "CyclicLR two max_lrs for one bound": (lambda L, o: L.CyclicLR(o, 0.01, [0.1, 0.2, 0.3]), ValueError),
     "ChainedScheduler no schedulers": (lambda L, o: L.ChainedScheduler([], optimizer=o), ValueError),
     "StepLR on a list of parameters": (lambda L, o: L.StepLR(o.param_groups[0]["params"], 3), TypeError),
     "ExponentialLR on a model-like object": (lambda L, o: L.ExponentialLR(object(), 0.9), TypeError),
@@ -425,14 +449,11 @@ def test_lr_scheduler_is_importable_as_torch_optim_lr_scheduler_would_be() -> No
     assert [g["initial_lr"] for g in scheduler.optimizer.param_groups] == [0.1, 0.03]
 
 
-NOT_YET = {"CyclicLR"}  # torch's one scheduler minipar does not have (yet)
-
-
 def test_every_torch_scheduler_name_exists_with_torchs_parameters_and_defaults() -> None:
     def parameters(cls: type) -> list[tuple[str, Any]]:
         return [(p.name, p.default) for p in inspect.signature(cls).parameters.values()]
 
-    names = set(torch.optim.lr_scheduler.__all__) - NOT_YET
+    names = set(torch.optim.lr_scheduler.__all__)
     assert names <= set(lr_scheduler.__all__)
     for name in sorted(names - {"LRScheduler"}):
         assert parameters(getattr(lr_scheduler, name)) == parameters(

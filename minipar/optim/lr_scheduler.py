@@ -21,6 +21,7 @@ With ``t = last_epoch`` and ``base_lr`` the group's ``initial_lr``:
     CosineAnnealingLR(T, eta)    eta + (base_lr - eta) * (1 + cos(pi t / T)) / 2
     CosineAnnealingWarmRestarts  the same within each period T_0, T_0 T_mult, ...
     OneCycleLR(max_lr, T)        up to max_lr, then down to max_lr / div / final_div
+    CyclicLR(base_lr, max_lr)    a triangle wave between the two (height scaled per mode)
     ReduceLROnPlateau            times factor when the metric stops improving
     SequentialLR, ChainedScheduler   one after another / all at once
     ===========================  ==============================================================
@@ -42,12 +43,14 @@ from minipar.optim.lr_schedulers_decay import (
     PolynomialLR,
     StepLR,
 )
+from minipar.optim.lr_schedulers_triangular import CyclicLR
 
 __all__ = [
     "ChainedScheduler",
     "ConstantLR",
     "CosineAnnealingLR",
     "CosineAnnealingWarmRestarts",
+    "CyclicLR",
     "ExponentialLR",
     "LRScheduler",
     "LambdaLR",
