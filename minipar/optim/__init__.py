@@ -4,8 +4,9 @@
     loss.backward(); opt.step(); opt.zero_grad()
 """
 
+from minipar.optim import lr_scheduler
 from minipar.optim.adam import Adam
 from minipar.optim.optimizer import BLOCK_ELEMENTS, Optimizer
 from minipar.optim.sgd import SGD
 
-__all__ = ["BLOCK_ELEMENTS", "Adam", "Optimizer", "SGD"]
+__all__ = ["BLOCK_ELEMENTS", "Adam", "Optimizer", "SGD", "lr_scheduler"]
