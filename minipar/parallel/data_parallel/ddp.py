@@ -124,6 +124,8 @@ class DistributedDataParallel(ModuleWrapper):
                                         or check_every < 1):
             raise ValueError(f"check_every must be None or a positive number of steps, got {check_every!r}")
         self.check_every, self._forwards = check_every, 0
+        self._divisor: int | None = None  # set per step inside join(): how many ranks have data
+        self._join: Any = None
         broadcast_module(module, comm)
         _check_same_trainable(module, comm)
         self.bucket_layout = [[name for name, _ in group] for group in
@@ -150,12 +152,20 @@ class DistributedDataParallel(ModuleWrapper):
             if self._forwards % self.check_every == 0:  # before steps 0, N, 2N, ...: replicas agree?
                 check_replicas(self.module, self.comm)
             self._forwards += 1
+        if self._join is not None and autograd.is_grad_enabled():
+            self._divisor = self._join.active_ranks()  # collective: the joined ranks shadow it
         if self.buckets and autograd.is_grad_enabled():
             if self._sync_enabled:
                 self._prepare_for_backward()
             else:
                 self._armed = False
         return self.module(*args, **kwargs)
+
+    def join(self, divide_by_initial_world_size: bool = False, enable: bool = True) -> Any:
+        """``with ddp.join():`` -- ranks may run out of batches at different steps (``join.py``)."""
+        from minipar.parallel.data_parallel.join import Join
+
+        return Join(self, divide_by_initial_world_size=divide_by_initial_world_size, enable=enable)
 
     @contextmanager
     def no_sync(self) -> Iterator[None]:
@@ -208,7 +218,17 @@ class DistributedDataParallel(ModuleWrapper):
     def _allreduce_bucket(self, bucket: Bucket) -> None:
         with trace.span(f"allreduce bucket {bucket.index}", "comm", rank=_trace_rank(self.comm),
                         bytes=bucket.nbytes, params=len(bucket.params)):
-            allreduce(self.comm, bucket.flat, op="mean", algorithm="ring")
+            self.reduce_bucket(bucket.flat)
+
+    def reduce_bucket(self, flat: Any) -> Any:
+        """DDP's reduce step, one replaceable function: a bucket's flat gradients in, their
+        average over the ranks out (in place). Inside ``join()``, the average is over the
+        ranks that still have data this step (``self._divisor`` of them)."""
+        if self._divisor is None:
+            return allreduce(self.comm, flat, op="mean", algorithm="ring")
+        allreduce(self.comm, flat, op="sum", algorithm="ring")
+        flat /= self._divisor
+        return flat
 
     def _finish_gradient_sync(self) -> None:
         """End of backward: handle unused parameters, launch the rest, wait for what is in flight."""
