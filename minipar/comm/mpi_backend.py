@@ -95,6 +95,10 @@ class MPIRequest(Request):
         else:
             _poll(self.comm, lambda: MPI.Request.Testall(self.requests, statuses), self.verb,
                   self.peer, self.tag)
+        self._complete(statuses)
+
+    def _complete(self, statuses: list[Any]) -> None:
+        """The requests finished with ``statuses``: check the received sizes, run ``finish``."""
         self.done = True
         if self.expect is not None:
             for status, nbytes in zip(statuses, self.expect):
@@ -103,9 +107,13 @@ class MPIRequest(Request):
             self.finish()
 
     def test(self) -> bool:
-        if not self.done and not _MPI.Request.Testall(self.requests):
+        """True once every request completed (without waiting); then as ``wait`` returned."""
+        if self.done:
+            return True
+        statuses = [_MPI.Status() for _ in self.requests]
+        if not _MPI.Request.Testall(self.requests, statuses):
             return False
-        self.wait()
+        self._complete(statuses)  # Testall freed the requests: their statuses are these
         return True
 
 
