@@ -23,6 +23,7 @@ for _old, _new in {
     "minipar.cost": "minipar.observe.cost",
     "minipar.data": "minipar.utils.data",
     "minipar.fault": "minipar.snapshot.fault",
+    "minipar.elastic": "minipar.snapshot.elastic",
     "minipar.utils.checkpoint": "minipar.checkpoint",
     "minipar.parallel.data": "minipar.parallel.data_parallel",
     "minipar.parallel.buckets": "minipar.parallel.data_parallel.buckets",

@@ -3,6 +3,7 @@
     minipar lessons                     # number, name, ranks, what each lesson shows
     minipar run 3                       # = mpiexec -n 4 python -m mpi4py lessons/03_ring_allreduce.py
     minipar run ring_allreduce -n 2 -- --size 1000000    # after --: the lesson's own arguments
+    minipar run train.py -n 3 --max-restarts 2 -- DIR    # a script; relaunched when it fails
     minipar info                        # minipar, NumPy, mpi4py, MPI library, CuPy/GPU
     minipar bench autograd_step         # python benchmarks/autograd_step.py
 
@@ -24,17 +25,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from minipar.cli.info import _info
 from minipar.cli.lessons import (
     Script,
+    _describe,
     discover_benchmarks,
     discover_lessons,
     find_lesson,
     format_table,
     parse_ranks,
 )
-from minipar.cli.run import _execute, launch_command, mpiexec_path
+from minipar.cli.run import execute_with_restarts, launch_command, mpiexec_path
 
 __all__ = ["Script", "discover_benchmarks", "discover_lessons", "find_lesson", "format_table",
            "launch_command", "main", "mpiexec_path", "parse_ranks"]
@@ -57,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("-n", type=int, default=None, help="ranks (default: what its docstring says)")
         sub.add_argument("--timeout", type=float, default=600.0,
                          help="seconds before the job is killed (MPIEXEC_TIMEOUT), default 600")
+        sub.add_argument("--max-restarts", type=int, default=0,
+                         help="relaunch a failed job up to K times (the script resumes: minipar.elastic)")
+        sub.add_argument("--restart-ranks", type=int, default=None,
+                         help="ranks for the relaunches (default: the same as -n)")
     options = parser.parse_args(argv)
     try:
         if options.command == "info":
@@ -68,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         if options.command == "run":
             lessons = discover_lessons()
             script = find_lesson(options.lesson, lessons)
+            if script is None and options.lesson.endswith(".py") and Path(options.lesson).is_file():
+                path = Path(options.lesson).resolve()  # a script of your own
+                script = _describe(path, None, path.stem)
             if script is None:
                 print(f"minipar: no lesson {options.lesson!r}; the lessons are:\n{format_table(lessons)}",
                       file=sys.stderr)
@@ -82,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
                 return 2
         ranks = options.n if options.n is not None else (script.ranks or 1)
-        return _execute(script, ranks, passthrough, options.timeout, options.command == "bench")
+        return execute_with_restarts(script, ranks, passthrough, options.timeout, options.command == "bench",
+                                     options.max_restarts, options.restart_ranks)
     except (FileNotFoundError, ValueError) as error:
         print(f"minipar: {error}", file=sys.stderr)
         return 2

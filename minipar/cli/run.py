@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,59 @@ def launch_command(script: Path, ranks: int, args: list[str], timeout: float, on
         env["MPIR_CVAR_ENABLE_HEAVY_YIELD"] = "1"
     command = [str(mpiexec_path()), "-n", str(ranks), sys.executable, "-m", "mpi4py", str(script), *args]
     return command, env
+
+
+_FATAL_SIGNALS = (signal.SIGABRT, signal.SIGBUS, signal.SIGKILL, signal.SIGSEGV, signal.SIGTERM)
+
+
+def exit_reason(code: int) -> str:
+    """Words for a job's exit code. A rank killed by signal N ends MPICH's mpiexec with code N
+    (``EXIT CODE: 9`` for SIGKILL); a shell reports 128 + N; Python's subprocess -N."""
+    if code == 124:
+        return "it passed its deadline (exit code 124)"
+    if code < 0:
+        return f"it was killed by {_signal_name(-code)} (exit code {code})"
+    number = code - 128 if code > 128 else code
+    if number in _FATAL_SIGNALS:
+        return f"exit code {code} ({_signal_name(number)} if a rank was killed by a signal)"
+    return f"exit code {code}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def execute_with_restarts(script: Script, ranks: int, args: list[str], timeout: float,
+                          one_blas_thread: bool, max_restarts: int = 0,
+                          restart_ranks: int | None = None) -> int:
+    """Run the job; while it fails, relaunch it (on ``restart_ranks`` ranks, if given) up to
+    ``max_restarts`` times. Launch k sees ``MINIPAR_RESTART_COUNT=k``; the script resumes
+    from its own snapshot (``minipar.elastic``). Returns the last launch's exit code."""
+    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+        raise ValueError(f"--max-restarts must be a non-negative integer, got {max_restarts!r}")
+    if restart_ranks is not None and restart_ranks < 1:
+        raise ValueError(f"--restart-ranks must be at least 1, got {restart_ranks}")
+    code, before = 0, os.environ.get("MINIPAR_RESTART_COUNT")
+    for attempt in range(max_restarts + 1):
+        os.environ["MINIPAR_RESTART_COUNT"] = str(attempt)  # launch_command copies os.environ
+        try:
+            code = _execute(script, ranks, args, timeout, one_blas_thread)
+        finally:
+            if before is None:
+                del os.environ["MINIPAR_RESTART_COUNT"]
+            else:
+                os.environ["MINIPAR_RESTART_COUNT"] = before
+        if code == 0 or attempt == max_restarts:
+            break
+        previous, ranks = ranks, restart_ranks or ranks
+        print(f"minipar: restart {attempt + 1} of {max_restarts}: the job on {previous} ranks failed, "
+              f"{exit_reason(code)}; relaunching on {ranks} ranks", file=sys.stderr, flush=True)
+    if code != 0 and max_restarts:
+        print(f"minipar: giving up after {max_restarts} restarts: {exit_reason(code)}", file=sys.stderr)
+    return code
 
 
 def _execute(script: Script, ranks: int, args: list[str], timeout: float, one_blas_thread: bool) -> int:
