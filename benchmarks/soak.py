@@ -130,7 +130,7 @@ def worker(steps: int, every: int, directory: str, out: str, kills: list[str]) -
                 break
         else:
             sampler.set_epoch(sampler.epoch + 1)
-    minipar.save({"params": [param.data.copy() for param in model.parameters()]}, f"{out}-rank{rank}.npz")
+    minipar.save({"params": [param.array.copy() for param in model.parameters()]}, f"{out}-rank{rank}.npz")
     comm.barrier()
 
 

@@ -129,7 +129,7 @@ def main() -> None:
         step += 1
         if step % options.every == 0 or step == options.steps:
             elastic.snapshot(options.directory, comm, step, **parts, gather=gather)
-    minipar.save({"params": [param.data.copy() for param in params]}, f"{options.out}-rank{comm.rank}.npz")
+    minipar.save({"params": [param.array.copy() for param in params]}, f"{options.out}-rank{comm.rank}.npz")
     comm.barrier()
     if comm.rank == 0:
         print(f"launch {launch}: {options.kind} on {comm.size} ranks, steps {start}..{step}", flush=True)

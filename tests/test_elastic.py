@@ -159,12 +159,12 @@ def test_snapshot_then_resume_restores_step_state_and_rng(tmp_path: Path) -> Non
         parts = parts_of(comm)
         minipar.manual_seed(50 + comm.rank)
         elastic.snapshot(tmp_path, comm, 7, **parts)
-        return float(minipar.randn(1).data[0])
+        return float(minipar.randn(1).array[0])
 
     def resume_then_draw(comm: Any) -> tuple[int, float]:
         parts = parts_of(comm)
         step = elastic.resume(tmp_path, comm, **parts)
-        return step, float(minipar.randn(1).data[0])
+        return step, float(minipar.randn(1).array[0])
 
     drawn = run_local(save_then_draw, 2)
     assert run_local(resume_then_draw, 2) == [(7, drawn[0]), (7, drawn[1])]

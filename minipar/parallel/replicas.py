@@ -15,8 +15,10 @@ silently: the ranks keep averaging gradients of *different* models. The check:
 3. every rank compares the columns and, at the first array whose digests differ,
    raises naming it and the ranks that disagree with the majority.
 
-Cost: reading every byte once to hash it (about N / (1 GB/s)) plus one all-gather of
-8 n bytes -- ``benchmarks/replicas.py`` measures it.
+Cost: reading every byte once to hash it plus one all-gather of 8 n bytes. Measured
+(``benchmarks/replicas.py``, MLP 784-1024³-10, 11.7 MB, p = 2 on this 2-core machine):
+40 ms a call, 34 ms of it hashing (0.34 GB/s), against a 50 ms DDP step -- so
+``check_every=100`` costs under 1% of training time.
 """
 
 from __future__ import annotations
