@@ -5,6 +5,9 @@
     minipar run ring_allreduce -n 2 -- --size 1000000    # after --: the lesson's own arguments
     minipar info                        # minipar, NumPy, mpi4py, MPI library, CuPy/GPU
     minipar bench autograd_step         # python benchmarks/autograd_step.py
+    minipar cluster up --hosts 2 --gbit 2   # emulated hosts (root); then run ... --cluster
+    minipar run 3 -n 4 --cluster        # the lesson's ranks spread over those hosts
+    minipar run 3 -n 8 --hostfile hosts # real machines: mpiexec -f hosts
 
 ``run`` launches the ``mpiexec`` installed next to this Python (the venv's
 MPICH) with ``python -m mpi4py``, so an exception on any rank ends them all;
@@ -25,6 +28,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from minipar.cli.cluster import add_parser as add_cluster_parser
+from minipar.cli.cluster import run_cluster
 from minipar.cli.info import _info
 from minipar.cli.lessons import (
     Script,
@@ -57,7 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("-n", type=int, default=None, help="ranks (default: what its docstring says)")
         sub.add_argument("--timeout", type=float, default=600.0,
                          help="seconds before the job is killed (MPIEXEC_TIMEOUT), default 600")
+        sub.add_argument("--cluster", action="store_true",
+                         help="spread the ranks over the emulated hosts (minipar cluster up)")
+        sub.add_argument("--hostfile", default=None, help="real hosts: passed to mpiexec as -f FILE")
+    add_cluster_parser(commands)
     options = parser.parse_args(argv)
+    if options.command == "cluster":
+        return run_cluster(options, passthrough)
     try:
         if options.command == "info":
             print(_info())
@@ -82,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
                 return 2
         ranks = options.n if options.n is not None else (script.ranks or 1)
-        return _execute(script, ranks, passthrough, options.timeout, options.command == "bench")
-    except (FileNotFoundError, ValueError) as error:
+        return _execute(script, ranks, passthrough, options.timeout, options.command == "bench",
+                        options.cluster, options.hostfile)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"minipar: {error}", file=sys.stderr)
         return 2
 
