@@ -6,6 +6,9 @@
     minipar run train.py -n 3 --max-restarts 2 -- DIR    # a script; relaunched when it fails
     minipar info                        # minipar, NumPy, mpi4py, MPI library, CuPy/GPU
     minipar bench autograd_step         # python benchmarks/autograd_step.py
+    minipar cluster up --hosts 2 --gbit 2   # emulated hosts (root); then run ... --cluster
+    minipar run 3 -n 4 --cluster        # the lesson's ranks spread over those hosts
+    minipar run 3 -n 8 --hostfile hosts # real machines: mpiexec -f hosts
 
 ``run`` launches the ``mpiexec`` installed next to this Python (the venv's
 MPICH) with ``python -m mpi4py``, so an exception on any rank ends them all;
@@ -27,6 +30,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from minipar.cli.cluster import add_parser as add_cluster_parser
+from minipar.cli.cluster import run_cluster
 from minipar.cli.info import _info
 from minipar.cli.lessons import (
     Script,
@@ -64,7 +69,13 @@ def main(argv: list[str] | None = None) -> int:
                          help="relaunch a failed job up to K times (the script resumes: minipar.elastic)")
         sub.add_argument("--restart-ranks", type=int, default=None,
                          help="ranks for the relaunches (default: the same as -n)")
+        sub.add_argument("--cluster", action="store_true",
+                         help="spread the ranks over the emulated hosts (minipar cluster up)")
+        sub.add_argument("--hostfile", default=None, help="real hosts: passed to mpiexec as -f FILE")
+    add_cluster_parser(commands)
     options = parser.parse_args(argv)
+    if options.command == "cluster":
+        return run_cluster(options, passthrough)
     try:
         if options.command == "info":
             print(_info())
@@ -93,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         ranks = options.n if options.n is not None else (script.ranks or 1)
         return execute_with_restarts(script, ranks, passthrough, options.timeout, options.command == "bench",
-                                     options.max_restarts, options.restart_ranks)
-    except (FileNotFoundError, ValueError) as error:
+                                     options.max_restarts, options.restart_ranks, options.cluster,
+                                     options.hostfile)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"minipar: {error}", file=sys.stderr)
         return 2
 

@@ -28,11 +28,13 @@ def mpiexec_path() -> Path:
     return Path(on_path)
 
 
-def launch_command(script: Path, ranks: int, args: list[str], timeout: float, one_blas_thread: bool = False
-                   ) -> tuple[list[str], dict[str, str]]:
+def launch_command(script: Path, ranks: int, args: list[str], timeout: float, one_blas_thread: bool = False,
+                   cluster: bool = False, hostfile: str | None = None) -> tuple[list[str], dict[str, str]]:
     """The command and environment ``run`` uses for ``script`` on ``ranks`` ranks.
 
     ``OMP_NUM_THREADS=1`` (unless set) for several ranks, and for benchmarks (``one_blas_thread``).
+    ``cluster``: spread the ranks over the emulated hosts that are up (``minipar.cluster``);
+    ``hostfile``: real hosts, ``mpiexec -f hostfile``. Either way even one rank goes through mpiexec.
     """
     if ranks < 1:
         raise ValueError(f"the number of ranks must be at least 1, got {ranks}")
@@ -40,11 +42,22 @@ def launch_command(script: Path, ranks: int, args: list[str], timeout: float, on
     env.setdefault("MPIEXEC_TIMEOUT", str(int(timeout)))
     if ranks > 1 or one_blas_thread:
         env.setdefault("OMP_NUM_THREADS", "1")
-    if ranks == 1:
+    if cluster and hostfile:
+        raise ValueError(f"--cluster and --hostfile {hostfile} exclude each other: choose one")
+    if cluster:
+        from minipar import cluster as emulated
+
+        command = emulated.mpiexec_command(ranks, [sys.executable, "-m", "mpi4py", str(script), *args])
+        return command, emulated.rank_env(ranks, env)
+    if hostfile is not None and not Path(hostfile).is_file():
+        raise FileNotFoundError(f"no hostfile {hostfile} (one host a line, 'host:ranks' allowed)")
+    if ranks == 1 and hostfile is None:
         return [sys.executable, str(script), *args], env
     if ranks > (os.cpu_count() or 1):
         env["MPIR_CVAR_ENABLE_HEAVY_YIELD"] = "1"
-    command = [str(mpiexec_path()), "-n", str(ranks), sys.executable, "-m", "mpi4py", str(script), *args]
+    hosts = ["-f", str(Path(hostfile).resolve())] if hostfile is not None else []
+    command = [str(mpiexec_path()), *hosts, "-n", str(ranks),
+               sys.executable, "-m", "mpi4py", str(script), *args]
     return command, env
 
 
@@ -73,7 +86,8 @@ def _signal_name(number: int) -> str:
 
 def execute_with_restarts(script: Script, ranks: int, args: list[str], timeout: float,
                           one_blas_thread: bool, max_restarts: int = 0,
-                          restart_ranks: int | None = None) -> int:
+                          restart_ranks: int | None = None, cluster: bool = False,
+                          hostfile: str | None = None) -> int:
     """Run the job; while it fails, relaunch it (on ``restart_ranks`` ranks, if given) up to
     ``max_restarts`` times. Launch k sees ``MINIPAR_RESTART_COUNT=k``; the script resumes
     from its own snapshot (``minipar.elastic``). Returns the last launch's exit code."""
@@ -85,7 +99,7 @@ def execute_with_restarts(script: Script, ranks: int, args: list[str], timeout: 
     for attempt in range(max_restarts + 1):
         os.environ["MINIPAR_RESTART_COUNT"] = str(attempt)  # launch_command copies os.environ
         try:
-            code = _execute(script, ranks, args, timeout, one_blas_thread)
+            code = _execute(script, ranks, args, timeout, one_blas_thread, cluster, hostfile)
         finally:
             if before is None:
                 del os.environ["MINIPAR_RESTART_COUNT"]
@@ -101,10 +115,12 @@ def execute_with_restarts(script: Script, ranks: int, args: list[str], timeout: 
     return code
 
 
-def _execute(script: Script, ranks: int, args: list[str], timeout: float, one_blas_thread: bool) -> int:
-    command, env = launch_command(script.path, ranks, args, timeout, one_blas_thread)
+def _execute(script: Script, ranks: int, args: list[str], timeout: float, one_blas_thread: bool,
+             cluster: bool = False, hostfile: str | None = None) -> int:
+    command, env = launch_command(script.path, ranks, args, timeout, one_blas_thread, cluster, hostfile)
     shown = " ".join(command).replace(sys.executable, "python").replace(str(lessons.REPO) + os.sep, "")
-    shown_env = ("OMP_NUM_THREADS", "MPIEXEC_TIMEOUT", "MPIR_CVAR_ENABLE_HEAVY_YIELD")
+    shown_env = ("OMP_NUM_THREADS", "MPIEXEC_TIMEOUT", "MPIR_CVAR_ENABLE_HEAVY_YIELD") + (
+        ("UCX_TLS", "MPIR_CVAR_NOLOCAL") if cluster else ())
     extra = [f"{k}={env[k]}" for k in shown_env if k in env]
     print(f"$ {' '.join(extra)} {shown}", file=sys.stderr, flush=True)
     try:
