@@ -122,7 +122,7 @@ def minipar_worker() -> None:
                 wrapped = NaiveDataParallel(model, comm)
                 sync = wrapped.allreduce_gradients
             elif variant.startswith("bucketed"):
-                wrapped = DistributedDataParallel(model, comm, bucket_cap_mb=BUCKET_CAP_MB[model_name],
+                wrapped = DistributedDataParallel(model, comm=comm, bucket_cap_mb=BUCKET_CAP_MB[model_name],
                                                   overlap=variant.endswith("overlapped"))
             else:
                 wrapped = model

@@ -36,7 +36,7 @@ def main() -> None:
     sizes = (784, 1024, 1024, 1024, 10)
     layers = [layer for a, b in zip(sizes, sizes[1:]) for layer in (nn.Linear(a, b), nn.ReLU())]
     model = nn.Sequential(*layers[:-1])
-    ddp = DistributedDataParallel(model, comm)
+    ddp = DistributedDataParallel(model, comm=comm)
     opt = optim.SGD(ddp.parameters(), lr=0.01, momentum=0.9)
     rng = np.random.default_rng(comm.rank)
     x, y = minipar.tensor(rng.standard_normal((64, 784)).astype(np.float32)), rng.integers(0, 10, 64)

@@ -62,7 +62,7 @@ def make_ddp(model: object, comm: object) -> object:
     """The one place DDP is built (its signature may move ``comm`` to a keyword)."""
     from minipar.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, comm, bucket_cap_mb=1)
+    return DistributedDataParallel(model, comm=comm, bucket_cap_mb=1)
 
 
 # ----- the training job (under mpiexec) ------------------------------------------------------------

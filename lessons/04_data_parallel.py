@@ -65,7 +65,7 @@ def mlp(sizes: list[int], dtype: type = np.float64) -> nn.Sequential:
 digits = load_digits(dtype=np.float64)
 sampler = DistributedSampler(len(digits.y_train), comm, shuffle=True, seed=0)
 loader = DataLoader(digits.x_train, digits.y_train, batch_size=BATCH_PER_RANK, sampler=sampler)
-ddp = DistributedDataParallel(mlp([64, 128, 128, 10]), comm, reduce_in_place=not readable)
+ddp = DistributedDataParallel(mlp([64, 128, 128, 10]), comm=comm, reduce_in_place=not readable)
 opt = optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9, blocked=not readable)
 alone = mlp([64, 128, 128, 10])  # rank 0's single-process oracle
 alone_opt = optim.SGD(alone.parameters(), lr=0.1, momentum=0.9)
@@ -141,7 +141,7 @@ def step_messages_and_seconds(model: nn.Module, sync: object) -> tuple[int, floa
 
 sizes = [784, 1024, 1024, 1024, 10]
 naive = NaiveDataParallel(mlp(sizes, np.float32), comm)
-bucketed = DistributedDataParallel(mlp(sizes, np.float32), comm, bucket_cap_mb=25,
+bucketed = DistributedDataParallel(mlp(sizes, np.float32), comm=comm, bucket_cap_mb=25,
                                    reduce_in_place=not readable)
 n_params, n_buckets = len(naive.params), len(bucketed.buckets)
 naive_sent, naive_time = step_messages_and_seconds(naive, naive.allreduce_gradients)
@@ -158,7 +158,7 @@ say("  (the same bytes either way; on one machine the time is mostly memcpy on t
     "\n   so fewer, bigger messages help less than across hosts: see lesson 18)")
 
 # ----- 3. watch the overlap -------------------------------------------------------------------------
-wide = DistributedDataParallel(mlp([784, 1024, 1024, 1024, 10], np.float32), comm, bucket_cap_mb=2)
+wide = DistributedDataParallel(mlp([784, 1024, 1024, 1024, 10], np.float32), comm=comm, bucket_cap_mb=2)
 wide_opt = optim.SGD(wide.parameters(), lr=0.01)
 x = minipar.tensor(np.random.default_rng(rank).normal(size=(64, 784)).astype(np.float32))
 y = np.random.default_rng(rank).integers(0, 10, 64)

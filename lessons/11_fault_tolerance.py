@@ -60,7 +60,7 @@ def worker(directory: str, out: str, resume: bool) -> None:
     minipar.manual_seed(0)  # the same initial weights on every rank
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Dropout(0.2), nn.Linear(64, 10))
     minipar.manual_seed(100 + comm.rank)  # but each rank its own dropout masks
-    ddp = DistributedDataParallel(model, comm)
+    ddp = DistributedDataParallel(model, comm=comm)
     opt = optim.Adam(ddp.parameters(), lr=3e-3)
     sampler = DistributedSampler(len(digits.y_train), comm, shuffle=True, seed=0)
     loader = DataLoader(digits.x_train, digits.y_train, batch_size=16, sampler=sampler)

@@ -50,7 +50,7 @@ def make_model() -> nn.Sequential:
 def train(comm: object, steps: int, overlap: bool, show_bar: bool) -> DistributedDataParallel:
     """``steps`` DDP steps on random data (each rank its own batch); returns the wrapped model."""
     minipar.manual_seed(0)  # DDP broadcasts rank 0's weights anyway
-    model = DistributedDataParallel(make_model(), comm, bucket_cap_mb=BUCKET_MB, overlap=overlap)
+    model = DistributedDataParallel(make_model(), comm=comm, bucket_cap_mb=BUCKET_MB, overlap=overlap)
     optimizer = SGD(model.parameters(), lr=0.05)
     rng = np.random.default_rng(1 + comm.rank)
     for _ in tqdm(range(steps), desc=f"overlap={overlap}", disable=not show_bar):

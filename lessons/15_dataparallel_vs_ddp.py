@@ -108,7 +108,7 @@ else:
 
 # ----- 2. DDP: one process per replica --------------------------------------------------------------
 x, y = data(PER_REPLICA * 2 // p, 10 + rank)  # this rank's share of the same global batch size
-ddp_row = step_seconds(DistributedDataParallel(mlp(), comm), x, y)
+ddp_row = step_seconds(DistributedDataParallel(mlp(), comm=comm), x, y)
 rows[f"DDP, {p} ranks"] = ddp_row
 
 # ----- 3. the table -----------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
 
 # ----- 2. DDP on two thread ranks: collectives in the same table -----------------------------------
 def ddp_step(comm: object) -> None:
-    ddp = DistributedDataParallel(mlp(), comm, overlap=False)
+    ddp = DistributedDataParallel(mlp(), comm=comm, overlap=False)
     ddp_opt = optim.SGD(ddp.parameters(), lr=0.1)
     half = slice(comm.rank * 128, (comm.rank + 1) * 128)
     train(ddp, ddp_opt, 2, x_all[half], y_all[half])

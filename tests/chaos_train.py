@@ -43,7 +43,7 @@ from minipar.utils.data import DataLoader, DistributedSampler  # noqa: E402
 
 def make_ddp(model: Any, comm: Communicator) -> DistributedDataParallel:
     """The one place DDP is built (its signature may move ``comm`` to a keyword)."""
-    return DistributedDataParallel(model, comm)
+    return DistributedDataParallel(model, comm=comm)
 
 
 def arm_fault(kills: list[str]) -> int:

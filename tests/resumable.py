@@ -56,7 +56,7 @@ def train_ddp(comm: Any, total: int, directory: str | None = None, every: int = 
     """DDP + Adam + dropout + shuffling; rank 0 alone writes each snapshot (gather=True)."""
     model = make_model()
     minipar.manual_seed(1000 + comm.rank)  # every rank its own dropout masks
-    ddp = DistributedDataParallel(model, comm)
+    ddp = DistributedDataParallel(model, comm=comm)
     opt = optim.Adam(ddp.parameters(), lr=0.01)
     sampler = DistributedSampler(len(Y), comm, shuffle=True, seed=5)
     loader = DataLoader(X, Y, batch_size=4, sampler=sampler)
@@ -159,7 +159,7 @@ def train_resharded(comm: Any, kind: str, start: int, stop: int, load_from: str 
         opt: Any = ZeroOptimizer(optim.Adam, model.parameters(), comm, lr=0.01)
         forward = model
     else:
-        forward = DistributedDataParallel(model, comm) if kind == "ddp" else model
+        forward = DistributedDataParallel(model, comm=comm) if kind == "ddp" else model
         opt = optim.Adam(model.parameters(), lr=0.01)
     if load_from is not None:
         shared, locals_ = load_distributed_all(load_from)

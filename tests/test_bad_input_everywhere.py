@@ -91,16 +91,17 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ("run_local on 0 ranks", lambda: run_local(lambda c: None, 0), ValueError,
      r"positive int, got 0"),
     # data parallel and ZeRO
-    ("DDP of a function", on(2, lambda c: DistributedDataParallel(lambda x: x, c)), TypeError,
+    ("DDP of a function", on(2, lambda c: DistributedDataParallel(lambda x: x, comm=c)), TypeError,
      r"wraps a minipar.nn.Module, got function"),
-    ("DDP without a communicator", lambda: DistributedDataParallel(mlp(), "world"), TypeError,
+    ("DDP without a communicator", lambda: DistributedDataParallel(mlp(), comm="world"), TypeError,
      r"needs a minipar.comm Communicator .* got str"),
     ("DDP over different models per rank", on(2, lambda c: DistributedDataParallel(
-        mlp() if c.rank == 0 else nn.Linear(4, 3), c)), ValueError,
+        mlp() if c.rank == 0 else nn.Linear(4, 3), comm=c)), ValueError,
      r"rank 1's module has .* = \(2, 60, 0, 0\) but rank 0's has \(4, 232, 0, 0\)"),
-    ("DDP bucket size", on(2, lambda c: DistributedDataParallel(mlp(), c, bucket_cap_mb=-1)), ValueError,
+    ("DDP bucket size", on(2, lambda c: DistributedDataParallel(mlp(), comm=c, bucket_cap_mb=-1)), ValueError,
      r"positive number of MiB, got -1"),
-    ("DDP input width", on(2, lambda c: DistributedDataParallel(mlp(), c)(minipar.randn(3, 5))), ValueError,
+    ("DDP input width", on(2, lambda c: DistributedDataParallel(mlp(), comm=c)(minipar.randn(3, 5))),
+     ValueError,
      r"last dimension is 4, got shape \(3, 5\)"),
     ("ZeRO over mixed dtypes", on(2, lambda c: ZeroOptimizer(
         optim.Adam, [nn.Parameter(np.ones(3)), nn.Parameter(np.ones(3, np.float32))], c)), ValueError,
@@ -202,7 +203,7 @@ def test_snapshot_of_another_world_size_names_both_sizes(tmp_path: Any) -> None:
 def train_until_nan(comm: Any, poison_step: int) -> None:
     """DDP steps on one rank's data; that rank's inputs turn to NaN at ``poison_step``."""
     minipar.manual_seed(0)
-    model = DistributedDataParallel(mlp().double(), comm)
+    model = DistributedDataParallel(mlp().double(), comm=comm)
     opt = optim.SGD(model.parameters(), lr=0.1)
     for step in range(poison_step + 2):
         x = np.full((2, 4), np.nan if step == poison_step and comm.rank == 1 else 0.5)

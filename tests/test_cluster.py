@@ -239,7 +239,7 @@ def wrap_ddp(model: Any, comm: Any) -> Any:
     """The one place this file builds DistributedDataParallel (its signature may gain keywords)."""
     from minipar.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, comm)
+    return DistributedDataParallel(model, comm=comm)
 
 
 def train(comm: Any | None, steps: int = 10) -> list[np.ndarray]:

@@ -72,7 +72,7 @@ def train_wrapped(model: Any, comm: Any, steps: int = STEPS, after_backward: Any
 
 
 def train_ddp(comm: Any, steps: int = STEPS, seed: int = 0, **ddp_kwargs: Any) -> list[np.ndarray]:
-    return train_wrapped(DistributedDataParallel(make_model(seed), comm, **ddp_kwargs), comm, steps)
+    return train_wrapped(DistributedDataParallel(make_model(seed), comm=comm, **ddp_kwargs), comm, steps)
 
 
 def assert_matches_reference(per_rank: list[list[np.ndarray]], reference: list[np.ndarray]) -> None:
@@ -99,7 +99,7 @@ def test_ddp_matches_single_process_after_25_steps(world_size: int, overlap: boo
 @pytest.mark.parametrize("world_size", [2, 3, 4])
 def test_ddp_with_one_bucket_per_parameter_matches_single_process(world_size: int) -> None:
     def body(comm: Any) -> Any:
-        ddp = DistributedDataParallel(make_model(), comm, bucket_cap_mb=1e-6)
+        ddp = DistributedDataParallel(make_model(), comm=comm, bucket_cap_mb=1e-6)
         assert ddp.bucket_layout == [[name] for name, _ in reversed(list(ddp.named_parameters()))]
         return train_ddp(comm, bucket_cap_mb=1e-6)
 
@@ -112,7 +112,7 @@ def test_no_sync_over_3_micro_steps_matches_single_process(world_size: int) -> N
     micro = 3  # 36 samples -> 3 micro-batches of 12, each split over the ranks
 
     def body(comm: Any) -> tuple[list[np.ndarray], list[int]]:
-        ddp = DistributedDataParallel(make_model(), comm, bucket_cap_mb=1e-3)
+        ddp = DistributedDataParallel(make_model(), comm=comm, bucket_cap_mb=1e-3)
         opt = optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
         bytes_per_micro_step = []
         for _ in range(STEPS):
@@ -201,7 +201,7 @@ def test_unused_parameters_are_handled_like_one_process(pattern: str, overlap: b
 
     def body(comm: Any) -> tuple[list[np.ndarray], list[bool]]:
         model = Branchy(swap=comm.rank % 2 == 1)
-        ddp = DistributedDataParallel(model, comm, bucket_cap_mb=1e-6, overlap=overlap,
+        ddp = DistributedDataParallel(model, comm=comm, bucket_cap_mb=1e-6, overlap=overlap,
                                       find_unused_parameters=True)
         opt = optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
         x, y = shard(X, comm.rank, p), shard(Y, comm.rank, p)
@@ -221,7 +221,7 @@ def test_unused_parameters_are_handled_like_one_process(pattern: str, overlap: b
 @pytest.mark.timeout(60)
 def test_unused_parameter_without_find_unused_raises_naming_it() -> None:
     def body(comm: Any) -> None:
-        ddp = DistributedDataParallel(Branchy(), comm)
+        ddp = DistributedDataParallel(Branchy(), comm=comm)
         F.cross_entropy(ddp(minipar.tensor(X[:4])), Y[:4]).backward()
 
     with pytest.raises(RuntimeError, match=r"extra\.weight.*find_unused_parameters=True"):
@@ -236,9 +236,9 @@ def test_averaged_gradients_live_in_the_buckets_with_no_copy_back() -> None:
 
     def body(comm: Any) -> None:
         x, y = minipar.tensor(shard(X, comm.rank, 3)), shard(Y, comm.rank, 3)
-        packed = DistributedDataParallel(make_model(), comm)  # one bucket: .grad are views of it
-        solo = DistributedDataParallel(make_model(), comm, bucket_cap_mb=1e-6)  # one parameter each
-        after = DistributedDataParallel(make_model(), comm, bucket_cap_mb=1e-6, overlap=False)
+        packed = DistributedDataParallel(make_model(), comm=comm)  # one bucket: .grad are views of it
+        solo = DistributedDataParallel(make_model(), comm=comm, bucket_cap_mb=1e-6)  # one parameter each
+        after = DistributedDataParallel(make_model(), comm=comm, bucket_cap_mb=1e-6, overlap=False)
         for ddp in (packed, solo, after):
             F.cross_entropy(ddp(x), y).backward()
             for got, want in zip((param.grad for param in ddp.parameters()), expected):
@@ -263,7 +263,7 @@ def test_the_plain_copying_bucket_trains_bit_identically_to_the_in_place_one(ove
     def body(comm: Any) -> list[np.ndarray]:
         trained = []
         for in_place in (True, False):
-            ddp = DistributedDataParallel(make_model(), comm, bucket_cap_mb=1e-6, overlap=overlap,
+            ddp = DistributedDataParallel(make_model(), comm=comm, bucket_cap_mb=1e-6, overlap=overlap,
                                           reduce_in_place=in_place)
             opt = optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
             for _ in range(5):
@@ -335,7 +335,7 @@ def test_in_backward_allreduce_never_modifies_a_gradient_array_backward_still_re
 
     def body(comm: Any) -> list[np.ndarray]:
         # positions: a bucket of its own, all-reduced in place as soon as the hook fires
-        ddp = DistributedDataParallel(WithPositions(), comm, bucket_cap_mb=1e-6, overlap=overlap)
+        ddp = DistributedDataParallel(WithPositions(), comm=comm, bucket_cap_mb=1e-6, overlap=overlap)
         opt = optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
         for _ in range(steps):
             loss = F.cross_entropy(ddp(minipar.tensor(shard(X, comm.rank, p))), shard(Y, comm.rank, p))
@@ -362,7 +362,7 @@ def test_error_in_communication_thread_surfaces_in_backward(monkeypatch: pytest.
     monkeypatch.setattr(dp_module, "allreduce", flaky_allreduce)
 
     def body(comm: Any) -> None:
-        ddp = DistributedDataParallel(make_model(), comm, bucket_cap_mb=1e-6, overlap=True)
+        ddp = DistributedDataParallel(make_model(), comm=comm, bucket_cap_mb=1e-6, overlap=True)
         F.cross_entropy(ddp(minipar.tensor(X)), Y).backward()
 
     with pytest.raises(OSError, match="link down") as info:
@@ -373,7 +373,7 @@ def test_error_in_communication_thread_surfaces_in_backward(monkeypatch: pytest.
 @pytest.mark.timeout(60)
 def test_trace_shows_bucket_allreduces_on_the_comm_thread_in_bucket_order() -> None:
     def body(comm: Any) -> int:
-        ddp = DistributedDataParallel(make_model(), comm, bucket_cap_mb=1e-6)
+        ddp = DistributedDataParallel(make_model(), comm=comm, bucket_cap_mb=1e-6)
         for _ in range(2):
             F.cross_entropy(ddp(minipar.tensor(shard(X, comm.rank, 2))), shard(Y, comm.rank, 2)).backward()
         return len(ddp.buckets)
@@ -396,7 +396,7 @@ def test_trace_shows_bucket_allreduces_on_the_comm_thread_in_bucket_order() -> N
 def test_ddp_passes_the_module_interface_through() -> None:
     def body(comm: Any) -> None:
         model = make_model()
-        ddp = DistributedDataParallel(model, comm)
+        ddp = DistributedDataParallel(model, comm=comm)
         assert ddp.module is model
         assert list(ddp.state_dict()) == list(model.state_dict())
         assert [id(p) for p in ddp.parameters()] == [id(p) for p in model.parameters()]
@@ -411,22 +411,24 @@ def test_ddp_passes_the_module_interface_through() -> None:
 @pytest.mark.timeout(60)
 def test_bad_input_raises_clear_errors() -> None:
     with pytest.raises(TypeError, match="Communicator.*got str"):
-        DistributedDataParallel(make_model(), "not a communicator")
+        DistributedDataParallel(make_model(), comm="not a communicator")
+    with pytest.raises(TypeError, match=r"as a keyword: DistributedDataParallel\(module, comm=comm\)"):
+        run_local(lambda comm: DistributedDataParallel(make_model(), comm), 1)
     with pytest.raises(TypeError, match="Communicator"):
         NaiveDataParallel(make_model(), None)
 
     def body(comm: Any) -> None:
         with pytest.raises(ValueError, match="no parameters"):
-            DistributedDataParallel(nn.ReLU(), comm)
+            DistributedDataParallel(nn.ReLU(), comm=comm)
         with pytest.raises(TypeError, match="Module, got list"):
-            DistributedDataParallel([1, 2], comm)
+            DistributedDataParallel([1, 2], comm=comm)
         with pytest.raises(ValueError, match="bucket_cap_mb"):
-            DistributedDataParallel(make_model(), comm, bucket_cap_mb=0)
+            DistributedDataParallel(make_model(), comm=comm, bucket_cap_mb=0)
 
     run_local(body, 1)
 
     def different_models(comm: Any) -> None:
-        DistributedDataParallel(make_model() if comm.rank == 0 else Branchy(), comm)
+        DistributedDataParallel(make_model() if comm.rank == 0 else Branchy(), comm=comm)
 
     with pytest.raises(ValueError, match="same model"):
         run_local(different_models, 2, timeout=20)
@@ -470,7 +472,7 @@ def test_a_parameter_frozen_on_one_rank_only_fails_at_construction_naming_it() -
         model = make_model()
         if comm.rank == 1:
             model[0].bias.requires_grad_(False)
-        DistributedDataParallel(model, comm)
+        DistributedDataParallel(model, comm=comm)
 
     with pytest.raises(ValueError, match=r"rank 1 has requires_grad different from rank 0 for \['0.bias'\]"):
         run_local(body, 2)

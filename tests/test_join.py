@@ -43,7 +43,7 @@ def one_process() -> list[np.ndarray]:
 @pytest.mark.parametrize("overlap", [False, True])
 def test_uneven_inputs_under_join_equal_one_process_on_each_steps_union(overlap: bool) -> None:
     def body(comm: Any) -> list[np.ndarray]:
-        ddp = DistributedDataParallel(make_model(), comm, bucket_cap_mb=1e-3, overlap=overlap)
+        ddp = DistributedDataParallel(make_model(), comm=comm, bucket_cap_mb=1e-3, overlap=overlap)
         opt = optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
         with ddp.join():
             for step in range(BATCHES[comm.rank]):
@@ -61,7 +61,7 @@ def test_uneven_inputs_under_join_equal_one_process_on_each_steps_union(overlap:
 
 def test_join_refuses_find_unused_parameters() -> None:
     def body(comm: Any) -> None:
-        DistributedDataParallel(make_model(), comm, find_unused_parameters=True).join()
+        DistributedDataParallel(make_model(), comm=comm, find_unused_parameters=True).join()
 
     with pytest.raises(ValueError, match="find_unused_parameters=True is not supported"):
         run_local(body, 2)

@@ -41,7 +41,7 @@ def test_one_flipped_bit_on_one_rank_is_named_with_the_parameter(size: int) -> N
 @pytest.mark.timeout(60)
 def test_ddp_check_every_catches_a_rank_whose_weights_were_changed() -> None:
     def body(comm: Any) -> None:
-        ddp = DistributedDataParallel(make_model(), comm, check_every=2)
+        ddp = DistributedDataParallel(make_model(), comm=comm, check_every=2)
         x, y = minipar.tensor(np.ones((3, 4), dtype=np.float32)), np.array([0, 1, 0])
         for step in range(4):
             if step == 1 and comm.rank == 1:
@@ -54,4 +54,4 @@ def test_ddp_check_every_catches_a_rank_whose_weights_were_changed() -> None:
 
 def test_check_every_must_be_a_positive_step_count() -> None:
     with pytest.raises(ValueError, match="check_every must be None or a positive number of steps, got 0"):
-        run_local(lambda comm: DistributedDataParallel(make_model(), comm, check_every=0), 1)
+        run_local(lambda comm: DistributedDataParallel(make_model(), comm=comm, check_every=0), 1)

@@ -140,7 +140,7 @@ def test_bytes_sent_equal_ddp_and_the_ring_formula(world_size: int) -> None:
         comm.reset_counters()
         step(model, opt, x, y)
         zero_bytes = comm.bytes_sent
-        ddp = DistributedDataParallel(make_model(), comm)  # one 25 MiB bucket
+        ddp = DistributedDataParallel(make_model(), comm=comm)  # one 25 MiB bucket
         ddp_opt = optim.Adam(ddp.parameters(), **ADAM)
         comm.reset_counters()
         step(ddp, ddp_opt, x, y)

@@ -102,13 +102,37 @@ class DistributedDataParallel(ModuleWrapper):
     forward (off by default): a rank whose weights diverged is named instead of silently
     averaging gradients of different models.
 
+    PyTorch's signature: ``device_ids``/``output_device`` (devices are the arrays' own here),
+    ``process_group=`` (an alias of ``comm=``), ``dim``, ``broadcast_buffers``,
+    ``gradient_as_bucket_view`` (always: the averaged gradients live in the buckets) and
+    ``static_graph`` are accepted; ``comm`` defaults to the initialised process group
+    (``minipar.distributed``).
+
     ``reduce_in_place=False`` takes the plain, copying bucket for every bucket, one-parameter
     ones included (``buckets.Bucket`` says what in place saves).
     """
 
-    def __init__(self, module: Module, comm: Communicator, bucket_cap_mb: float = 25,
-                 overlap: bool = True, find_unused_parameters: bool = False, *,
-                 reduce_in_place: bool = True, check_every: int | None = None) -> None:
+    def __init__(self, module: Module, device_ids: Any = None, output_device: Any = None, *,
+                 comm: Communicator | None = None, bucket_cap_mb: float = 25, overlap: bool = True,
+                 find_unused_parameters: bool = False, reduce_in_place: bool = True,
+                 check_every: int | None = None, process_group: Communicator | None = None,
+                 dim: int = 0, broadcast_buffers: bool = True, gradient_as_bucket_view: bool = True,
+                 static_graph: bool = False) -> None:
+        if hasattr(device_ids, "rank") and hasattr(device_ids, "size"):
+            raise TypeError("DistributedDataParallel(module, device_ids=None, output_device=None, *, "
+                            "comm=...) has PyTorch's positional order: pass the communicator as a keyword: "
+                            "DistributedDataParallel(module, comm=comm)")
+        if device_ids is not None and not isinstance(device_ids, (list, tuple)):
+            raise TypeError(f"DistributedDataParallel device_ids is a list of device indices (or None), got "
+                            f"{type(device_ids).__name__}; the communicator goes in comm=")
+        comm = comm if comm is not None else process_group
+        if comm is None:
+            from minipar import distributed
+
+            comm = distributed.default_group()
+            if comm is None:
+                raise RuntimeError("DistributedDataParallel needs a communicator: pass comm=, or call "
+                                   "minipar.distributed.init_process_group() first")
         require_communicator(comm, "DistributedDataParallel")
         named = _trainable(module, "DistributedDataParallel")
         if isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, (int, float)) \

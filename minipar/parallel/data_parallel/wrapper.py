@@ -1,6 +1,6 @@
 """``ModuleWrapper``: a parallel wrapper that still looks like the module it wraps.
 
-``DistributedDataParallel(model, comm)`` is called, trained, saved and loaded as
+``DistributedDataParallel(model, comm=comm)`` is called, trained, saved and loaded as
 ``model`` itself would be; this base class passes those calls through to
 ``.module`` so that each wrapper only writes what it adds.
 """
