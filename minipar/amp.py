@@ -109,8 +109,12 @@ class GradScaler:
     S is a float32 number and each product is rounded to float32, as in PyTorch.
     """
 
-    def __init__(self, init_scale: float = 2.0**16, growth_factor: float = 2.0, backoff_factor: float = 0.5,
-                 growth_interval: int = 2000, enabled: bool = True) -> None:
+    def __init__(self, device: str = "cuda", init_scale: float = 2.0**16, growth_factor: float = 2.0,
+                 backoff_factor: float = 0.5, growth_interval: int = 2000, enabled: bool = True) -> None:
+        # torch.amp.GradScaler's first argument names the device: the arithmetic is the same on both
+        if str(device).partition(":")[0] not in ("cpu", "cuda"):
+            raise ValueError(f"GradScaler's device must be 'cpu' or 'cuda' (as torch.amp.GradScaler), "
+                             f"got {device!r}")
         if not growth_factor > 1.0:
             raise ValueError(f"GradScaler growth_factor must be > 1.0, got {growth_factor}")
         if not 0.0 < backoff_factor < 1.0:

@@ -51,15 +51,53 @@ def normalize_device(device: str) -> str:
     if not isinstance(device, str):
         raise TypeError(f"device must be a string like 'cpu' or 'cuda', got {type(device).__name__}")
     if device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        return device
+        return str(device)
     raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 
 
-def device_of(array: Any) -> str:
-    """``"cpu"`` for NumPy arrays, ``"cuda:N"`` for CuPy arrays on device N."""
+class device(str):  # noqa: N801 (PyTorch's name)
+    """PyTorch's ``torch.device``, as the string it names: ``device("cuda:1") == "cuda:1"``.
+
+        >>> d = device("cuda", 1)
+        >>> d.type, d.index, str(d)
+        ('cuda', 1, 'cuda:1')
+
+    Being a ``str``, it goes wherever minipar takes a device name; ``device(0)`` is "cuda:0",
+    as in PyTorch. Making one never touches the GPU (``minipar.cuda.is_available()`` asks).
+    """
+
+    type: str
+    index: int | None
+
+    def __new__(cls, spec: Any, index: int | None = None) -> device:
+        if isinstance(spec, device) and index is None:
+            return spec
+        if isinstance(spec, int) and not isinstance(spec, bool) and index is None:
+            spec, index = "cuda", spec
+        if index is not None:
+            if not isinstance(spec, str) or ":" in spec or type(index) is not int:
+                raise TypeError(f"device(type, index) needs a type like 'cuda' and an int, "
+                                f"got {spec!r}, {index!r}")
+            spec = f"{spec}:{index}"
+        name = normalize_device(spec)
+        self = super().__new__(cls, name)
+        kind, _, number = name.partition(":")
+        self.type, self.index = kind, int(number) if number else None
+        return self
+
+    def __repr__(self) -> str:
+        index = "" if self.index is None else f", index={self.index}"
+        return f"device(type='{self.type}'{index})"
+
+
+CPU = device("cpu")
+
+
+def device_of(array: Any) -> device:
+    """``device("cpu")`` for NumPy arrays, ``device("cuda:N")`` for CuPy arrays on device N."""
     if type(array) is np.ndarray or get_array_module(array) is np:
-        return "cpu"
-    return f"cuda:{array.device.id}"
+        return CPU
+    return device(f"cuda:{array.device.id}")
 
 
 def to_device(array: Any, device: str) -> Any:

@@ -19,8 +19,9 @@ PyTorch's data model:
 A tensor made by an operation remembers the call that made it (``._node``, a
 ``Function`` ctx) when a gradient is wanted. This file holds the tensor itself: its
 storage, facts, gradient and in-place updates. Its arithmetic, reductions and shape
-methods are defined next to the operations, in ``ops/methods.py``, which binds them
-onto the class when ``minipar.ops`` is imported (tensor.py never imports the ops).
+methods (``size()``, ``dim()``, ``numel()`` among them) are defined next to the operations,
+in ``ops/methods*.py``, bound onto the class when ``minipar.ops`` is imported (tensor.py
+never imports the ops).
 """
 
 from __future__ import annotations
@@ -106,10 +107,6 @@ class Tensor:
     @property
     def ndim(self) -> int:
         return self.array.ndim
-
-    @property
-    def size(self) -> int:
-        return self.array.size
 
     @property
     def device(self) -> str:

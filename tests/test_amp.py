@@ -245,7 +245,7 @@ def test_fp16_gradient_underflows_to_zero_without_scaling_and_survives_with_it()
     unscaled = first_layer_grad(amp.GradScaler(enabled=False))
     assert np.count_nonzero(unscaled) == 0  # everything flushed to zero in fp16
     scaled = first_layer_grad(amp.GradScaler())  # S = 65536 lifts it into fp16's range
-    assert np.count_nonzero(scaled) == scaled.size
+    assert np.count_nonzero(scaled) == scaled.numel()
     np.testing.assert_allclose(scaled, expected, rtol=5e-2, atol=np.abs(expected).max() * 2e-2)
 
 

@@ -251,8 +251,9 @@ def test_tensor_dtype_rules_follow_design():
     assert minipar.tensor(np.zeros(3)).dtype == np.float64  # arrays keep their float dtype
     assert minipar.tensor(np.zeros(3, dtype=np.float32)).dtype == np.float32
     assert minipar.tensor(np.arange(3)).dtype == np.arange(3).dtype  # integer arrays stay integers
-    assert minipar.tensor(2.5).dtype == np.float32  # Python numbers and lists: float32
-    assert minipar.tensor([[1, 2], [3, 4]]).dtype == np.float32
+    assert minipar.tensor(2.5).dtype == np.float32  # Python floats: float32, ints: int64 (PyTorch's)
+    assert minipar.tensor([[1.0, 2], [3, 4]]).dtype == np.float32
+    assert minipar.tensor([[1, 2], [3, 4]]).dtype == np.int64
     assert minipar.tensor([True, False]).dtype == np.bool_
     assert minipar.tensor([1, 2], dtype=np.float64).dtype == np.float64
     source = np.ones(2)
@@ -330,7 +331,7 @@ def _rand(*shape, seed=0, low=-1.0, high=1.0):
     ("indexing with repeats", lambda x, y: x[np.array([0, 2, 0])] * y[1:, ::2].sum(), [(3, 4), (3, 4)]),
     ("cat, stack, transpose", lambda x, y: minipar.stack([minipar.cat([x, y], 1).T[1:3], x.T * 2], 0),
      [(3, 2), (3, 2)]),
-    ("power and log", lambda x, y: ((x * x + 1) ** 1.5 * (y * y + 2).log()).max(axis=1), [(3, 4), (3, 4)]),
+    ("power and log", lambda x, y: ((x * x + 1) ** 1.5 * (y * y + 2).log()).amax(dim=1), [(3, 4), (3, 4)]),
     ("log_softmax and softmax", lambda x, y: F.log_softmax(x, axis=1) * F.softmax(y * 3, axis=1),
      [(3, 5), (3, 5)]),
     ("gelu, both forms", lambda x, y: F.gelu(x * 2) + F.gelu(y * 2, approximate="tanh"), [(3, 4), (3, 4)]),

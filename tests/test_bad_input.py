@@ -46,7 +46,7 @@ def test_cat_with_mismatched_shapes_says_so():
 
 
 def test_out_of_range_axis_is_a_value_error():
-    with pytest.raises(ValueError, match="axis 2 is out of range for a tensor with 2 dimensions"):
+    with pytest.raises(ValueError, match="dim 2 is out of range for a tensor with 2 dimensions"):
         t(2, 3).sum(axis=2)
 
 

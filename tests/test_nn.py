@@ -78,7 +78,7 @@ def test_conv2d_im2col_equals_the_naive_loops():
 def test_conv2d_reads_non_contiguous_input_correctly():
     x = randn(2, 3, 6, 5)
     w = minipar.tensor(randn(4, 3, 3, 3, seed=1))
-    strided = minipar.tensor(x.transpose(0, 1, 3, 2).copy()).transpose(0, 1, 3, 2)  # a view
+    strided = minipar.tensor(x.transpose(0, 1, 3, 2).copy()).permute(0, 1, 3, 2)  # a view
     assert not strided.array.flags.c_contiguous
     np.testing.assert_allclose(F.conv2d(strided, w, stride=2).array,
                                F.conv2d(minipar.tensor(x), w, stride=2).array, rtol=1e-14, atol=1e-14)

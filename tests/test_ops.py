@@ -130,14 +130,15 @@ def test_sum_mean_match_torch(axis, keepdims):
 
 @pytest.mark.parametrize("axis", [None, 0, 1, -1, (0, 2)])
 @pytest.mark.parametrize("keepdims", [False, True])
-def test_max_matches_torch_amax(axis, keepdims):
+def test_amax_amin_match_torch(axis, keepdims):
     dim = tuple(range(3)) if axis is None else axis
-    check_op([(2, 3, 4)], lambda a: a.amax(dim, keepdim=keepdims), lambda a: a.max(axis, keepdims))
+    check_op([(2, 3, 4)], lambda a: a.amax(dim, keepdim=keepdims), lambda a: a.amax(axis, keepdims))
+    check_op([(2, 3, 4)], lambda a: a.amin(dim, keepdim=keepdims), lambda a: a.amin(axis, keepdims))
 
 
 def test_max_splits_the_gradient_between_ties_as_amax():
     ties = np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0]])
-    check_op([], lambda a: a.amax(1), lambda a: a.max(axis=1), inputs=[ties])
+    check_op([], lambda a: a.amax(1), lambda a: a.amax(dim=1), inputs=[ties])
     check_op([], lambda a: a.amax(), lambda a: a.max(), inputs=[ties])
 
 
@@ -148,9 +149,10 @@ def test_reshape_transpose_and_T_match_torch():
     check_op([(2, 3, 4)], lambda a: a.reshape(4, 6))
     check_op([(2, 3, 4)], lambda a: a.reshape(-1))
     check_op([(2, 3, 4)], lambda a: a.reshape((3, -1)))
-    check_op([(2, 3, 4)], lambda a: a.permute(2, 0, 1), lambda a: a.transpose(2, 0, 1))
-    check_op([(2, 3, 4)], lambda a: a.permute(1, 2, 0), lambda a: a.transpose((1, 2, 0)))
-    check_op([(2, 3, 4)], lambda a: a.permute(2, 1, 0), lambda a: a.transpose())
+    check_op([(2, 3, 4)], lambda a: a.permute(2, 0, 1))
+    check_op([(2, 3, 4)], lambda a: a.permute(1, 2, 0), lambda a: a.permute((1, 2, 0)))
+    check_op([(2, 3, 4)], lambda a: a.transpose(0, 2))
+    check_op([(2, 3, 4)], lambda a: a.transpose(-1, 1))
     check_op([(3, 5)], lambda a: a.T)
 
 
@@ -209,3 +211,88 @@ def test_broadcasting_gradients_reduce_to_each_input_shape_as_torch(shapes, op, 
 @given(shapes=mutually_broadcastable_shapes(signature="(m?,n),(n,p?)->(m?,p?)", max_dims=3, max_side=3))
 def test_matmul_broadcast_batch_gradients_match_torch(shapes):
     check_op(shapes.input_shapes, lambda a, b: a @ b)
+
+
+# ----- PyTorch's tensor API (issue 15): every differentiable new op against torch ------------------
+
+
+def test_max_min_with_dim_give_values_with_the_gradient_at_the_index():
+    check_op([(3, 4)], lambda a: a.max(1).values)
+    check_op([(3, 4)], lambda a: a.min(0, keepdim=True).values)
+    check_op([(3, 4)], lambda a: a.max(dim=-1)[0])
+    check_op([(3, 4), (3, 4)], lambda a, b: torch.max(a, b), lambda a, b: minipar.max(a, b))
+    check_op([(3, 4), (4,)], lambda a, b: torch.minimum(a, b), lambda a, b: minipar.minimum(a, b))
+
+
+def test_var_std_default_to_bessel_correction_as_torch():
+    check_op([(3, 4)], lambda a: a.var())
+    check_op([(3, 4)], lambda a: a.var(0))
+    check_op([(3, 4)], lambda a: a.std(1, keepdim=True))
+    check_op([(3, 4)], lambda a: a.var(1, unbiased=False))
+    check_op([(2, 3, 4)], lambda a: a.std(dim=(0, 2), correction=0))
+
+
+def test_softmax_log_softmax_methods_match_torch():
+    check_op([(3, 5)], lambda a: a.softmax(-1))
+    check_op([(3, 5)], lambda a: a.log_softmax(dim=0))
+
+
+def test_shape_methods_match_torch():
+    check_op([(2, 1, 3)], lambda a: a.squeeze())
+    check_op([(2, 1, 3)], lambda a: a.squeeze(1).unsqueeze(0).unsqueeze(-1))
+    check_op([(2, 3)], lambda a: a.t())
+    check_op([(2, 3, 4)], lambda a: a.flatten(1))
+    check_op([(2, 3, 4, 5)], lambda a: a.flatten(1, 2))
+    check_op([(3, 1)], lambda a: a.expand(2, 3, 4))
+    check_op([(3, 1)], lambda a: a.expand(-1, 5))
+    check_op([(2, 3)], lambda a: a.repeat(2, 3))
+    check_op([(2, 3)], lambda a: a.repeat(2, 1, 2))
+    check_op([(5, 3)], lambda a: torch.stack(a.chunk(3, 0)[:2], 0),
+             lambda a: minipar.stack(a.chunk(3, 0)[:2], 0))
+    check_op([(5, 3)], lambda a: a.split([2, 3])[1] * a.split(2)[0].sum())
+    check_op([(2, 3)], lambda a: a.t().contiguous())
+    check_op([(2, 3), (3, 2)], lambda a, b: a.view_as(b) * b)
+
+
+def test_selections_match_torch():
+    check_op([(3, 4), (3, 4)], lambda a, b: torch.where(a > 0, a, b), lambda a, b: minipar.where(a > 0, a, b))
+    check_op([(3, 4), (4,)], lambda a, b: a.where(a < b, b))
+    check_op([(3, 4)], lambda a: a.masked_fill(a > 0.5, 0.0))
+    check_op([(3, 4)], lambda a: a.clamp(-0.5, 0.5), inputs=[np.linspace(-2, 2, 12).reshape(3, 4) + 0.01])
+    check_op([(3, 4)], lambda a: a.clamp(min=0.0))
+    check_op([(3, 4)], lambda a: a.pow(3))
+    check_op([(4, 4)], lambda a: a.tril() + a.triu(1) * 2)
+    check_op([(2, 4, 4)], lambda a: torch.tril(a, -1), lambda a: minipar.tril(a, -1))
+
+
+def test_remainder_and_floor_divide_match_torch():
+    check_op([(3, 4), (3, 4)], lambda a, b: a % b, low=0.5, high=3.0)
+    check_op([(3, 4)], lambda a: a % 0.7)
+    check_op([(3, 4), (3, 4)], lambda a, b: a // b, low=0.5, high=3.0, grad=False)  # torch: no backward
+
+
+def test_matmul_bmm_einsum_match_torch():
+    check_op([(2, 3, 4), (2, 4, 5)], lambda a, b: torch.bmm(a, b), lambda a, b: minipar.bmm(a, b))
+    check_op([(3, 4), (4, 5)], lambda a, b: torch.matmul(a, b), lambda a, b: minipar.matmul(a, b))
+    for equation, shapes in [("ij,jk->ik", [(3, 4), (4, 5)]),
+                             ("bhqd,bhkd->bhqk", [(2, 3, 4, 5), (2, 3, 6, 5)]),
+                             ("ij->j", [(3, 4)]), ("i,j->ij", [(3,), (4,)]), ("ij,ij", [(3, 4), (3, 4)]),
+                             ("...ij,...jk->...ik", [(2, 3, 4), (4, 5)]),
+                             ("ij,jk,kl->il", [(2, 3), (3, 4), (4, 2)])]:
+        check_op(shapes, lambda *ops, e=equation: torch.einsum(e, *ops),
+                 lambda *ops, e=equation: minipar.einsum(e, *ops))
+
+
+def test_integer_and_bit_operators_match_torch():
+    a, b = np.array([7, -3, 12, 5]), np.array([2, 5, 5, 3])
+    for op in (lambda x, y: x % y, lambda x, y: x // y, lambda x, y: x & y, lambda x, y: x | y,
+               lambda x, y: x ^ y, lambda x, y: x << (y % 4), lambda x, y: x >> 1, lambda x, y: ~x,
+               lambda x, y: 10 % y, lambda x, y: 100 // y, lambda x, y: 6 & x):
+        ours = op(minipar.tensor(a), minipar.tensor(b))
+        theirs = op(torch.tensor(a), torch.tensor(b))
+        assert ours.dtype == np.int64 and ours.tolist() == theirs.tolist()
+    masks = (minipar.tensor([True, False]), torch.tensor([True, False]))
+    assert (~masks[0]).tolist() == (~masks[1]).tolist()
+    assert (masks[0] | ~masks[0]).tolist() == [True, True]
+    with pytest.raises(TypeError, match=r"& needs integer or bool tensors, got float32"):
+        minipar.ones(2) & minipar.ones(2)

@@ -21,6 +21,8 @@ from minipar.nn.embedding import embedding
 from minipar.nn.linear import linear
 from minipar.nn.normalization import layer_norm
 from minipar.nn.pooling import max_pool2d
+from minipar.ops.softmax import LogSoftmax, Softmax
+from minipar.ops.softmax import log_softmax_array as _log_softmax
 from minipar.tensor import Tensor
 
 __all__ = [
@@ -29,49 +31,20 @@ __all__ = [
 ]
 
 
-def _log_softmax(z: Any, axis: int) -> Any:
-    xp = get_array_module(z)
-    shifted = z - z.max(axis=axis, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+def log_softmax(x: Tensor, dim: int | None = None, *, axis: int | None = None) -> Tensor:
+    """``log(softmax(x))`` along ``dim`` (default -1) computed stably (``ops/softmax.py``)."""
+    return LogSoftmax.apply(x, _dim(dim, axis))
 
 
-class LogSoftmax(Function):
-    @staticmethod
-    def forward(ctx: Any, z: Any, axis: int) -> Any:
-        out = _log_softmax(z, axis)
-        ctx.axis = axis
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: Any) -> tuple[Any, None]:
-        (out,) = ctx.saved_tensors
-        xp = get_array_module(out)
-        # d/dz of log_softmax: grad - softmax * sum(grad)
-        return grad - xp.exp(out) * grad.sum(axis=ctx.axis, keepdims=True), None
+def softmax(x: Tensor, dim: int | None = None, *, axis: int | None = None) -> Tensor:
+    return Softmax.apply(x, _dim(dim, axis))
 
 
-class Softmax(Function):
-    @staticmethod
-    def forward(ctx: Any, z: Any, axis: int) -> Any:
-        out = get_array_module(z).exp(_log_softmax(z, axis))
-        ctx.axis = axis
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: Any) -> tuple[Any, None]:
-        (out,) = ctx.saved_tensors
-        return out * (grad - (grad * out).sum(axis=ctx.axis, keepdims=True)), None
-
-
-def log_softmax(x: Tensor, axis: int = -1, dim: int | None = None) -> Tensor:
-    """``log(softmax(x))`` computed stably; ``dim`` is PyTorch's name for ``axis``."""
-    return LogSoftmax.apply(x, axis if dim is None else dim)
-
-
-def softmax(x: Tensor, axis: int = -1, dim: int | None = None) -> Tensor:
-    return Softmax.apply(x, axis if dim is None else dim)
+def _dim(dim: int | None, axis: int | None) -> int:
+    if dim is not None and axis is not None:
+        raise TypeError(f"pass dim or its NumPy alias axis, not both (got dim={dim}, axis={axis})")
+    chosen = axis if dim is None else dim
+    return -1 if chosen is None else chosen
 
 
 class CrossEntropy(Function):

@@ -1,29 +1,43 @@
-"""Reductions: sum, mean, max over some axes (or all of them).
+"""Reductions: sum, mean, max, min, var over some axes (or all of them).
 
 Backward spreads the reduced gradient back over the axes that were reduced:
-sum copies it to every element, mean divides by the count, max sends it to
-the maxima (split evenly between ties, like ``torch.amax``).
+sum copies it to every element, mean divides by the count, max/min send it to
+the extrema (split evenly between ties, like ``torch.amax``), var sends
+``2 (x - mean) / (N - correction)`` times it. (``max(dim)``, which also returns the
+indices, picks one element per row: ``methods_reduce.py`` builds it from a gather.)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from minipar.autograd import Function
 from minipar.backend import get_array_module
 
 
+class DimensionError(IndexError, ValueError):
+    """A dimension out of range: an IndexError as in PyTorch, and a ValueError as for any bad input."""
+
+
+def check_dim(dim: Any, ndim: int) -> int:
+    """``dim`` as a non-negative int in [0, ndim) (a 0-d tensor accepts -1 and 0, like PyTorch)."""
+    span = max(ndim, 1)
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"a dimension must be an int, got {type(dim).__name__} {dim!r}")
+    if not -span <= dim < span:
+        raise DimensionError(f"dim {dim} is out of range for a tensor with {ndim} dimensions "
+                             f"(expected one in [{-span}, {span - 1}])")
+    return int(dim) % span
+
+
 def normalize_axis(axis: Any, ndim: int) -> tuple[int, ...] | None:
-    """``None`` or a sorted tuple of non-negative axes; bad axes are a ValueError."""
+    """``None`` or a sorted tuple of non-negative axes; bad axes raise DimensionError (a ValueError)."""
     if axis is None:
         return None
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    result = []
-    for a in axes:
-        if not isinstance(a, int) or not -max(ndim, 1) <= a < max(ndim, 1):
-            raise ValueError(f"axis {a!r} is out of range for a tensor with {ndim} dimensions")
-        result.append(a % max(ndim, 1))
-    return tuple(sorted(set(result)))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    return tuple(sorted({check_dim(a, ndim) for a in axes}))
 
 
 def _expand(grad: Any, shape: tuple[int, ...], axis: tuple[int, ...] | None, keepdims: bool) -> Any:
@@ -64,12 +78,14 @@ class Mean(Function):
 
 
 class Max(Function):
-    @staticmethod
-    def forward(ctx: Any, a: Any, axis: tuple[int, ...] | None, keepdims: bool) -> Any:
+    reduce = "max"
+
+    @classmethod
+    def forward(cls, ctx: Any, a: Any, axis: tuple[int, ...] | None, keepdims: bool) -> Any:
         if a.size == 0:
-            raise ValueError(f"max() of an empty tensor (shape {a.shape}) has no value")
+            raise ValueError(f"{cls.reduce}() of an empty tensor (shape {a.shape}) has no value")
         xp = get_array_module(a)
-        out = a.max(axis=axis, keepdims=True)
+        out = getattr(a, cls.reduce)(axis=axis, keepdims=True)
         ctx.axis, ctx.keepdims = axis, keepdims
         ctx.save_for_backward(a, out)
         return xp.asarray(out if keepdims else out.reshape(_reduced_shape(a.shape, axis)))
@@ -81,6 +97,35 @@ class Max(Function):
         ties = is_max.sum(axis=ctx.axis, keepdims=True)
         expanded = _expand(grad, a.shape, ctx.axis, ctx.keepdims)
         return (is_max * (expanded / ties)).astype(a.dtype, copy=False), None, None
+
+
+class Min(Max):
+    """Like Max (the same backward: the gradient goes to the elements equal to the result)."""
+
+    reduce = "min"
+
+
+class Var(Function):
+    """var = sum((x - mean)^2) / (N - correction); d var / dx = 2 (x - mean) / (N - correction)."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Any, axis: tuple[int, ...] | None, correction: float, keepdims: bool) -> Any:
+        xp = get_array_module(a)
+        centered = a - a.mean(axis=axis, keepdims=True)
+        count = a.size if axis is None else _count(a.shape, axis)
+        ctx.divisor = float(max(count - correction, 0))  # 0 gives inf/nan, as in PyTorch
+        ctx.axis, ctx.keepdims = axis, keepdims
+        ctx.save_for_backward(centered)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return xp.asarray((centered * centered).sum(axis=axis, keepdims=keepdims) / ctx.divisor)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Any) -> tuple[Any, None, None, None]:
+        (centered,) = ctx.saved_tensors
+        expanded = _expand(grad, centered.shape, ctx.axis, ctx.keepdims)
+        scale = 2 / ctx.divisor if ctx.divisor else float("inf")
+        with np.errstate(invalid="ignore"):
+            return (expanded * scale * centered).astype(centered.dtype, copy=False), None, None, None
 
 
 def _count(shape: tuple[int, ...], axis: tuple[int, ...]) -> int:
