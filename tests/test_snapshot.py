@@ -235,7 +235,12 @@ def test_a_flipped_byte_anywhere_is_a_value_error_or_changes_nothing(tmp_path: P
     assert len(undetected) < len(data) // 4
 
 
-def test_a_pickle_bearing_npz_is_a_value_error_and_runs_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("manifest_dtype, message", [
+    ("|O", "an object dtype, which only pickle could load"),  # the manifest says it
+    ("<f8", "Object arrays cannot be loaded"),  # the manifest lies; the .npy header says it
+])
+def test_a_pickle_bearing_npz_is_a_value_error_and_runs_nothing(
+        tmp_path: Path, manifest_dtype: str, message: str) -> None:
     """A crafted archive whose checksums all match but whose array needs pickle."""
     marker = tmp_path / "pwned"
     payload = np.array([_Exploit(str(marker))], dtype=object)
@@ -245,13 +250,13 @@ def test_a_pickle_bearing_npz_is_a_value_error_and_runs_nothing(tmp_path: Path) 
             np.lib.format.write_array(member, payload, allow_pickle=True)
     with zipfile.ZipFile(path) as archive:
         entry = archive.read("a0.npy")
-    tree = {"dict": [[{"str": "w"}, {"array": {"entry": "a0.npy", "dtype": "|O", "shape": [1],
+    tree = {"dict": [[{"str": "w"}, {"array": {"entry": "a0.npy", "dtype": manifest_dtype, "shape": [1],
                                                 "sha256": hashlib.sha256(entry).hexdigest()}}]]}
     manifest = json.dumps({"format": "minipar.snapshot", "version": 1, "tree": tree}).encode()
     with zipfile.ZipFile(path, "a") as archive:
         archive.writestr("manifest.json", manifest)
         archive.comment = b"minipar.snapshot sha256=" + hashlib.sha256(manifest).hexdigest().encode()
-    with pytest.raises(ValueError, match="Object arrays cannot be loaded"):
+    with pytest.raises(ValueError, match=message):
         minipar.load(path)
     assert not marker.exists()
 
