@@ -23,8 +23,9 @@ not first bounded (``local.load`` does the reading, in this order):
    its bytes match the manifest's SHA-256; the .npy header says the manifest's dtype and
    shape (``parse_npy``); nothing is parsed with pickle.
 
-Everything a hostile file can do is therefore bounded by its own size: the memory a load
-takes is about twice the file. Any failure is a ``SnapshotError`` (a ``ValueError``).
+So a hostile file's reach is bounded by its own size: a load holds the result (no bigger
+than the file's entries), one entry's raw bytes at a time and the parsed manifest. Any
+failure is a ``SnapshotError`` (a ``ValueError``) naming what is wrong.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ NPY_HEADER_MAX = 4096  # magic + length + header dict of <= 64 dims, padded to 6
 MAX_NDIM = 64  # NumPy's own limit
 ENTRY_NAME = re.compile(r"a(0|[1-9][0-9]*)\.npy")
 ALLOWED_FLAGS = 0x800  # "names are UTF-8"; no encryption (0x1), no data descriptor (0x8), ...
-LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # signature, version, flags, method, time, date,
-LOCAL_SIGNATURE = b"PK\x03\x04"  # crc, compressed size, size, name length, extra length
+# signature, version, flags, method, time, date, crc, stored size, size, name and extra lengths
+LOCAL_HEADER, LOCAL_SIGNATURE = struct.Struct("<4sHHHHHIIIHH"), b"PK\x03\x04"
 
 
 class SnapshotError(ValueError):
