@@ -9,6 +9,7 @@ jobs to see the crash end the job and the rerun resume.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -146,6 +147,42 @@ def test_a_shard_that_does_not_match_the_manifest_is_a_value_error(tmp_path: Pat
     with pytest.raises(ValueError, match="not a minipar distributed snapshot"):
         minipar.save({"format": "something else"}, directory / dist.MANIFEST)
         dist.read_manifest(directory)
+
+
+def _shard_holding_a_list(directory: Path, manifest: dict[str, Any]) -> None:
+    """Rank 0's shard replaced by a valid snapshot of a list, the manifest's digest recomputed."""
+    name = manifest["shards"][0]["file"]
+    minipar.save([1, 2], directory / name)
+    manifest["shards"][0]["sha256"] = hashlib.sha256((directory / name).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("gather, edit, message", [
+    (False, lambda d, m: m.update(world_size="2"), "world_size is '2', expected an int >= 1"),
+    (False, lambda d, m: m.update(world_size=0), "world_size is '0'"),
+    (False, lambda d, m: m.update(generation=None), "generation is 'None'"),
+    (False, lambda d, m: m.pop("shared"), "it has no shared"),
+    (False, lambda d, m: m.update(shards=None), "exactly one of 'locals'"),
+    (False, lambda d, m: m.update(shards=m["shards"][:1]), "'shards' is a list of 1, expected a list of 2"),
+    (False, lambda d, m: m["shards"].__setitem__(0, "shard"), r"shards\[0\] is shard, expected file"),
+    (False, lambda d, m: m["shards"][0].update(file="../../manifest.npz"), "expected file 'shard-00000-of"),
+    (False, lambda d, m: m["shards"][0].update(sha256=5), "sha256 is '5', expected 64 hex digits"),
+    (False, lambda d, m: (d / m["shards"][1]["file"]).unlink(), "named by the manifest, is missing"),
+    (False, _shard_holding_a_list, "holds list, expected a dict"),
+    (True, lambda d, m: m.update(locals={"rank": 0}), "'locals' is a dict, expected a list of 2"),
+    (True, lambda d, m: m.update(locals=[{}]), "'locals' is a list of 1, expected a list of 2"),
+])
+def test_a_crafted_distributed_manifest_is_a_value_error_naming_the_field(
+        tmp_path: Path, gather: bool, edit: Any, message: str) -> None:
+    """Edited and saved again with minipar.save, so every checksum fits: only the checks of the
+    fields themselves can tell (these were TypeError, IndexError, KeyError, AttributeError)."""
+    directory = tmp_path / "snap"
+    run_local(lambda comm: dist.save_distributed(directory, comm, shared={"step": 1},
+                                                 local={"rank": comm.rank}, gather=gather), 2)
+    manifest = minipar.load(directory / dist.MANIFEST)
+    edit(directory, manifest)
+    minipar.save(manifest, directory / dist.MANIFEST)
+    with pytest.raises(ValueError, match=message):
+        dist.load_distributed_all(directory)
 
 
 def test_fault_spec_errors_and_placement() -> None:

@@ -8,6 +8,7 @@ byte for byte with the same dtype and shape.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -235,7 +236,12 @@ def test_a_flipped_byte_anywhere_is_a_value_error_or_changes_nothing(tmp_path: P
     assert len(undetected) < len(data) // 4
 
 
-def test_a_pickle_bearing_npz_is_a_value_error_and_runs_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("manifest_dtype, message", [
+    ("|O", "an object dtype, which only pickle could load"),  # the manifest says it
+    ("<f8", "Object arrays cannot be loaded"),  # the manifest lies; the .npy header says it
+])
+def test_a_pickle_bearing_npz_is_a_value_error_and_runs_nothing(
+        tmp_path: Path, manifest_dtype: str, message: str) -> None:
     """A crafted archive whose checksums all match but whose array needs pickle."""
     marker = tmp_path / "pwned"
     payload = np.array([_Exploit(str(marker))], dtype=object)
@@ -245,13 +251,13 @@ def test_a_pickle_bearing_npz_is_a_value_error_and_runs_nothing(tmp_path: Path) 
             np.lib.format.write_array(member, payload, allow_pickle=True)
     with zipfile.ZipFile(path) as archive:
         entry = archive.read("a0.npy")
-    tree = {"dict": [[{"str": "w"}, {"array": {"entry": "a0.npy", "dtype": "|O", "shape": [1],
+    tree = {"dict": [[{"str": "w"}, {"array": {"entry": "a0.npy", "dtype": manifest_dtype, "shape": [1],
                                                 "sha256": hashlib.sha256(entry).hexdigest()}}]]}
     manifest = json.dumps({"format": "minipar.snapshot", "version": 1, "tree": tree}).encode()
     with zipfile.ZipFile(path, "a") as archive:
         archive.writestr("manifest.json", manifest)
         archive.comment = b"minipar.snapshot sha256=" + hashlib.sha256(manifest).hexdigest().encode()
-    with pytest.raises(ValueError, match="Object arrays cannot be loaded"):
+    with pytest.raises(ValueError, match=message):
         minipar.load(path)
     assert not marker.exists()
 
@@ -401,3 +407,116 @@ def test_a_process_killed_mid_save_leaves_the_previous_snapshot_loadable(tmp_pat
     assert all(name.startswith(".snapshot.npz.") and name.endswith(".tmp") for name in leftovers)
     minipar.save({"step": 3}, path)  # and the next save works as usual
     assert minipar.load(path) == {"step": 3}
+
+
+def test_temporaries_of_killed_saves_are_removed_by_the_next_save(tmp_path: Path) -> None:
+    """Three saves die mid-write (os._exit twice, SIGKILL once), each leaving its temporary;
+    the next save of the same path removes what they left: only the snapshot remains."""
+    path = tmp_path / "snapshot.npz"
+    minipar.save({"step": 0}, path)
+    for how in ("os._exit(3)", "os.kill(os.getpid(), signal.SIGKILL)", "os._exit(3)"):
+        code = textwrap.dedent(f"""
+            import os, signal, numpy as np, minipar
+            from minipar.snapshot import local as snapshot
+            real = snapshot._write_entry
+            def die_midway(archive, entry, array):
+                if entry == "a1.npy":
+                    {how}
+                return real(archive, entry, array)
+            snapshot._write_entry = die_midway
+            minipar.save({{"w": np.ones(50_000), "v": np.ones(50_000)}}, {str(path)!r})
+        """)
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)
+        assert result.returncode in (3, -9), result.stderr
+    litter = [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+    assert litter  # (each killed save removed the ones before it; the last one's remains)
+    minipar.save({"step": 4}, path)
+    assert os.listdir(tmp_path) == ["snapshot.npz"]
+    assert minipar.load(path) == {"step": 4}
+
+
+@pytest.mark.timeout(60)
+def test_a_save_removes_only_dead_writers_temporaries_of_its_own_path(tmp_path: Path) -> None:
+    """A live writer's file (a concurrent save of the same path), another path's, another
+    host's and a file that is not a temporary all survive; only the dead writer's goes."""
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                            capture_output=True, text=True, check=True)
+    dead_pid = int(exited.stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        host = snapshot_module._host_tag()
+        kept = [f".snapshot.npz.{host}.{live.pid}.abcd1234.tmp",  # a live writer
+                f".snapshot.npz.x.{host}.{dead_pid}.abcd1234.tmp",  # path snapshot.npz.x
+                f".other.npz.{host}.{dead_pid}.abcd1234.tmp",  # path other.npz
+                f".snapshot.npz.another-host.{dead_pid}.abcd1234.tmp",  # cannot ask that host
+                "snapshot.npz.tmp", ".snapshot.npz.notes"]  # not temporaries
+        dead = f".snapshot.npz.{host}.{dead_pid}.abcd1234.tmp"
+        for name in kept + [dead]:
+            (tmp_path / name).write_bytes(b"partial")
+        minipar.save({"step": 1}, tmp_path / "snapshot.npz")
+        assert sorted(os.listdir(tmp_path)) == sorted(kept + ["snapshot.npz"])
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_load_reads_the_zip_directory_once_however_many_arrays(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading was quadratic: the archive's name list was rebuilt for every array. Now the
+    directory is parsed once, and the reads grow linearly: 2N arrays take 2x the reads of N."""
+    counts = {"open archive": 0, "list directory": 0, "reads": 0}
+    real_init, real_namelist, real_infolist = (
+        zipfile.ZipFile.__init__, zipfile.ZipFile.namelist, zipfile.ZipFile.infolist)
+
+    def counted(key: str, real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            counts[key] += 1
+            return real(*args, **kwargs)
+        return call
+
+    class CountingFile(io.BufferedReader):
+        def read(self, size: int | None = -1) -> bytes:
+            counts["reads"] += 1
+            return super().read(size)
+
+    monkeypatch.setattr(zipfile.ZipFile, "__init__", counted("open archive", real_init))
+    monkeypatch.setattr(zipfile.ZipFile, "namelist", counted("list directory", real_namelist))
+    monkeypatch.setattr(zipfile.ZipFile, "infolist", counted("list directory", real_infolist))
+    monkeypatch.setattr(snapshot_module, "open", lambda name, mode: CountingFile(io.FileIO(name, mode)),
+                        raising=False)
+    measured = {}
+    for n in (10_000, 20_000):
+        state = {f"p{i}": np.full(2, i, dtype=np.float32) for i in range(n)}
+        minipar.save(state, tmp_path / f"{n}.npz")
+        counts.update({key: 0 for key in counts})
+        got = minipar.load(tmp_path / f"{n}.npz")
+        assert len(got) == n and got[f"p{n - 1}"][0] == n - 1
+        measured[n] = dict(counts)
+    for n in measured:
+        assert measured[n]["open archive"] == 1 and measured[n]["list directory"] <= 1, measured
+    assert measured[20_000]["reads"] <= 2 * measured[10_000]["reads"] + 10, measured
+
+
+def test_zip64_entries_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries over 1 GiB get zip64 headers (sizes in an extra field); made so here for small ones."""
+    monkeypatch.setattr(snapshot_module, "_ZIP64_ABOVE", -1)
+    state = small_state()
+    path = tmp_path / "s.npz"
+    minipar.save(state, path)
+    data = path.read_bytes()
+    with zipfile.ZipFile(path) as archive:
+        arrays = [info for info in archive.infolist() if info.filename != "manifest.json"]
+    local_sizes = [data[info.header_offset + 18: info.header_offset + 26] for info in arrays]
+    assert arrays and local_sizes == [b"\xff" * 8] * len(arrays)  # the sizes are in the extra field
+    assert_identical(minipar.load(path), state)
+
+
+def test_the_manifest_size_cap_holds_on_save_and_on_load(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "s.npz"
+    minipar.save({"names": ["x" * 100] * 100}, path)  # a manifest of about 11 kB
+    monkeypatch.setattr(snapshot_module.fmt, "MAX_MANIFEST_BYTES", 1000)
+    with pytest.raises(ValueError, match="the manifest would be .* bytes, over the 1,000"):
+        minipar.save({"names": ["x" * 100] * 100}, tmp_path / "t.npz")
+    with pytest.raises(ValueError, match="'manifest.json' declares .* bytes; .* takes 0 to 1,000"):
+        minipar.load(path)

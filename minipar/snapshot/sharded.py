@@ -130,24 +130,60 @@ def _remove_stale(path: str, keep: set[str]) -> None:
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The manifest of the snapshot in directory ``path`` (checked: a ValueError if it is not one)."""
+    """The manifest of the snapshot in directory ``path``, every field checked: a ValueError
+    naming the field if it is not what ``save_distributed`` writes (even with checksums that fit)."""
     manifest = load(os.path.join(os.fspath(path), MANIFEST))
     if not (isinstance(manifest, dict) and manifest.get("format") == FORMAT
             and manifest.get("version") == VERSION):
         raise ValueError(f"{path!r}: {MANIFEST} is not a minipar distributed snapshot manifest "
                          f"(expected format {FORMAT!r} version {VERSION})")
+    _check_manifest(os.fspath(path), manifest)
     return manifest
+
+
+def _check_manifest(path: str, manifest: dict[Any, Any]) -> None:
+    def bad(what: str) -> ValueError:
+        return ValueError(f"{path!r}: {MANIFEST} is not a valid distributed snapshot manifest: {what}")
+
+    fields = ("world_size", "generation", "shared", "locals", "shards")
+    missing = [key for key in fields if key not in manifest]
+    if missing:
+        raise bad(f"it has no {', '.join(missing)}")
+    size, generation, _, locals_, shards = (manifest[key] for key in fields)
+    if type(size) is not int or size < 1:
+        raise bad(f"world_size is {str(size)[:40]!r}, expected an int >= 1")
+    if type(generation) is not int or generation < 0:
+        raise bad(f"generation is {str(generation)[:40]!r}, expected an int >= 0")
+    if (locals_ is None) == (shards is None):
+        raise bad("exactly one of 'locals' (gathered states) and 'shards' (shard files) must be set")
+    stored = locals_ if shards is None else shards
+    if not isinstance(stored, list) or len(stored) != size:
+        kind = "locals" if shards is None else "shards"
+        got = f"a list of {len(stored)}" if isinstance(stored, list) else f"a {type(stored).__name__}"
+        raise bad(f"{kind!r} is {got}, expected a list of {size} (one per rank)")
+    for rank, entry in enumerate(shards or []):
+        expected = shard_name(rank, size, generation)  # so a crafted name cannot leave `path`
+        if not isinstance(entry, dict) or entry.get("file") != expected:
+            raise bad(f"shards[{rank}] is {str(entry)[:80]}, expected file {expected!r}")
+        if not (isinstance(entry.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])):
+            raise bad(f"shards[{rank}] sha256 is {str(entry.get('sha256'))[:80]!r}, expected 64 hex digits")
 
 
 def _local_of(path: str, manifest: dict[str, Any], rank: int) -> Any:
     if manifest["locals"] is not None:
         return manifest["locals"][rank]
     entry = manifest["shards"][rank]
-    digest, data = _file_sha256(os.path.join(path, entry["file"]))
+    try:
+        digest, data = _file_sha256(os.path.join(path, entry["file"]))
+    except FileNotFoundError:
+        raise ValueError(f"{path!r}: shard {entry['file']}, named by the manifest, is missing") from None
     if digest != entry["sha256"]:
         raise ValueError(f"{path!r}: shard {entry['file']} has SHA-256 {digest}, the manifest expects "
                          f"{entry['sha256']} (a shard of another snapshot, or damaged)")
     shard = from_bytes(data)  # the very bytes just checked
+    if not isinstance(shard, dict) or "local" not in shard:
+        raise ValueError(f"{path!r}: shard {entry['file']} holds {type(shard).__name__}, expected a dict "
+                         "with rank, world_size, generation and local")
     expected = (rank, manifest["world_size"], manifest["generation"])
     got = (shard.get("rank"), shard.get("world_size"), shard.get("generation"))
     if got != expected:
