@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 import minipar
 from minipar import nn
-from minipar.comm import allgather, allreduce, world
+from minipar.comm import allgather, allreduce, message_log, world
 from minipar.nn import functional as F
 from minipar.optim import SGD
 from minipar.parallel import PipelineParallel
@@ -77,6 +77,20 @@ for x, y in tqdm(list(zip(xs, ys)), desc="1F1B training", disable=rank != 0):
 worst = allreduce(comm, np.array([worst]), op="max")[0]
 say(f"1. {p} stages, layers per stage {pipe.balance}; after {STEPS} SGD steps the largest difference "
     f"from one process (losses and parameters) is {worst:.1e}")
+
+# 1b. What crosses each stage boundary: one step's messages, from the message log ----------------
+with message_log(comm) as log:
+    pipe.train_step(xs[0], ys[0], F.mse_loss)
+pipe.stage_module.zero_grad()
+mine = [m for m in log if m.nbytes >= 16 * 16 * 8 // 4]  # the activations and gradients, not headers
+sent = {}
+for message in mine:
+    sent.setdefault(message.dest, []).append(message.nbytes)
+rows_per_mb = 16 // 4
+say("   one step, rank 0 (stage 0) sent: " + ", ".join(
+    f"{len(sizes)} messages of {sizes[0]:,} B to rank {dest}" for dest, sizes in sorted(sent.items()))
+    + f"  (formula: m = 4 activations of {rows_per_mb} x 16 float64 = {rows_per_mb * 16 * 8:,} B each "
+    f"to the next stage; the gradients come back the other way)")
 
 # 2. Bubble and stash, per schedule ------------------------------------------------------------
 M, ROWS, WIDTH = 8, 64, 512
