@@ -41,7 +41,7 @@ from minipar.nn import functional as F
 from minipar.parallel import DistributedDataParallel
 from minipar.snapshot import fault
 from minipar.snapshot.sharded import load_distributed, save_distributed
-from minipar.utils.data import DataLoader, DistributedSampler, load_digits
+from minipar.utils.data import DataLoader, DistributedSampler, TensorDataset, load_digits
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -72,8 +72,9 @@ def main(steps: int, every: int) -> None:
     minipar.manual_seed(100 + rank)
     ddp = DistributedDataParallel(model, comm, bucket_cap_mb=1)
     opt = optim.Adam(ddp.parameters(), lr=1e-3)
-    sampler = DistributedSampler(len(digits.y_train), comm, shuffle=True, seed=0)
-    loader = DataLoader(digits.x_train, digits.y_train, batch_size=16, sampler=sampler, drop_last=True)
+    train_set = TensorDataset(digits.x_train, digits.y_train)
+    sampler = DistributedSampler(train_set, comm=comm, shuffle=True, seed=0)
+    loader = DataLoader(train_set, batch_size=16, sampler=sampler, drop_last=True)
 
     rss_rows: list[tuple[int, np.ndarray]] = []
     step_seconds: list[float] = []

@@ -152,13 +152,6 @@ class Optimizer:
         with enable_grad():
             return closure()
 
-    def __repr__(self) -> str:
-        lines = [f"{type(self).__name__} ("]
-        for index, group in enumerate(self.param_groups):
-            lines.append(f"Parameter Group {index}")
-            lines += [f"    {key}: {value}" for key, value in sorted(group.items()) if key != "params"]
-        return "\n".join(lines + [")"])
-
     def state_dict(self) -> dict[str, Any]:
         """Parameters become indices in group order; state arrays are copied."""
         index_of: dict[int, int] = {}
