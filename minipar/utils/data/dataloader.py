@@ -45,9 +45,11 @@ class DataLoader:
     ahead, and batches come out in order. NumPy releases the GIL in copies, so this
     overlaps loading with training; Python-heavy ``__getitem__`` gains little. Each thread
     calls ``worker_init_fn(worker_id)`` first. An ``IterableDataset`` is always read in
-    the calling thread. ``pin_memory``, ``multiprocessing_context``,
-    ``persistent_workers``, ``pin_memory_device`` and ``in_order`` are accepted and have
-    no effect (no pinned memory, no processes; order is always kept).
+    the calling thread. (Fetching ahead moves a ``DistributedSampler``'s resume position
+    ahead too: snapshot mid-epoch with ``num_workers=0``, or at an epoch boundary.)
+    ``pin_memory``, ``multiprocessing_context``, ``persistent_workers``, ``pin_memory_device``
+    and ``in_order`` are accepted and have no effect (no pinned memory, no processes; order
+    is always kept).
 
     The first round's form ``DataLoader(x, y, batch_size=32)`` (arrays or Tensors after
     one another) is kept: it means ``DataLoader(TensorDataset(x, y), batch_size=32)``.
