@@ -72,7 +72,7 @@ def worker(steps: int, every: int, directory: str, out: str, kills: list[str]) -
     from minipar.comm import allgather, world
     from minipar.nn import functional as F
     from minipar.snapshot import fault
-    from minipar.utils.data import DataLoader, DistributedSampler, load_digits
+    from minipar.utils.data import DataLoader, DistributedSampler, TensorDataset, load_digits
 
     launch = elastic.restart_count()
     os.environ.pop(fault.FAULT_ENV, None)
@@ -89,8 +89,9 @@ def worker(steps: int, every: int, directory: str, out: str, kills: list[str]) -
     minipar.manual_seed(100 + rank)
     ddp = make_ddp(model, comm)
     opt = optim.Adam(ddp.parameters(), lr=1e-3)
-    sampler = DistributedSampler(len(digits.y_train), comm, shuffle=True, seed=0)
-    loader = DataLoader(digits.x_train, digits.y_train, batch_size=16, sampler=sampler, drop_last=True)
+    train_set = TensorDataset(digits.x_train, digits.y_train)
+    sampler = DistributedSampler(train_set, comm=comm, shuffle=True, seed=0)
+    loader = DataLoader(train_set, batch_size=16, sampler=sampler, drop_last=True)
     parts = {"shared": {"model": ddp, "optimizer": opt}, "local": {"sampler": sampler}}
     started = time.time()
     step = first = elastic.resume(directory, comm, **parts)

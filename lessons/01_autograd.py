@@ -24,7 +24,7 @@ from minipar import nn
 from minipar.gradcheck import gradcheck
 from minipar.nn import functional as F
 from minipar.optim import SGD
-from minipar.utils.data import DataLoader, load_digits
+from minipar.utils.data import DataLoader, TensorDataset, load_digits
 
 
 def graph_key(tensor: minipar.Tensor) -> int:
@@ -124,7 +124,7 @@ def part4_train_digits(epochs: int = 20, seed: int = 0) -> float:
           flush=True)  # before tqdm writes its bar to stderr
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
     optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9)
-    loader = DataLoader(digits.x_train, digits.y_train, batch_size=32, shuffle=True)
+    loader = DataLoader(TensorDataset(digits.x_train, digits.y_train), batch_size=32, shuffle=True)
     x_test = minipar.tensor(digits.x_test)
     bar = tqdm(range(epochs), desc="epochs", unit="epoch")
     for _ in bar:

@@ -37,7 +37,7 @@ from minipar.comm import allreduce, message_log, world
 from minipar.nn import functional as F
 from minipar.observe import trace
 from minipar.parallel import DistributedDataParallel, NaiveDataParallel
-from minipar.utils.data import DataLoader, DistributedSampler, load_digits
+from minipar.utils.data import DataLoader, DistributedSampler, TensorDataset, load_digits
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--readable", action="store_true",
@@ -63,8 +63,9 @@ def mlp(sizes: list[int], dtype: type = np.float64) -> nn.Sequential:
 
 # ----- 1. the same training, on p ranks and on one process --------------------------------------
 digits = load_digits(dtype=np.float64)
-sampler = DistributedSampler(len(digits.y_train), comm, shuffle=True, seed=0)
-loader = DataLoader(digits.x_train, digits.y_train, batch_size=BATCH_PER_RANK, sampler=sampler)
+train_set = TensorDataset(digits.x_train, digits.y_train)
+sampler = DistributedSampler(train_set, comm=comm, shuffle=True, seed=0)
+loader = DataLoader(train_set, batch_size=BATCH_PER_RANK, sampler=sampler)
 ddp = DistributedDataParallel(mlp([64, 128, 128, 10]), comm=comm, reduce_in_place=not readable)
 opt = optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9, blocked=not readable)
 alone = mlp([64, 128, 128, 10])  # rank 0's single-process oracle
@@ -76,7 +77,7 @@ local_losses, alone_losses = [], []
 comm.reset_counters()
 progress = tqdm(total=EPOCHS * len(loader), desc="training", disable=rank != 0)
 for epoch in range(EPOCHS):
-    loader.set_epoch(epoch)  # the same new permutation on every rank
+    sampler.set_epoch(epoch)  # the same new permutation on every rank
     order = sampler.global_indices()  # the padded global list; rank r reads positions r, r+p, ...
     for step, (x, y) in enumerate(loader):
         loss = F.cross_entropy(ddp(x), y)

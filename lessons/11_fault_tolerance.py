@@ -53,7 +53,7 @@ def worker(directory: str, out: str, resume: bool) -> None:
     from minipar.parallel import DistributedDataParallel
     from minipar.snapshot import fault
     from minipar.snapshot.sharded import load_distributed, save_distributed
-    from minipar.utils.data import DataLoader, DistributedSampler, load_digits
+    from minipar.utils.data import DataLoader, DistributedSampler, TensorDataset, load_digits
 
     comm = world()
     digits = load_digits()
@@ -62,8 +62,9 @@ def worker(directory: str, out: str, resume: bool) -> None:
     minipar.manual_seed(100 + comm.rank)  # but each rank its own dropout masks
     ddp = DistributedDataParallel(model, comm=comm)
     opt = optim.Adam(ddp.parameters(), lr=3e-3)
-    sampler = DistributedSampler(len(digits.y_train), comm, shuffle=True, seed=0)
-    loader = DataLoader(digits.x_train, digits.y_train, batch_size=16, sampler=sampler)
+    train_set = TensorDataset(digits.x_train, digits.y_train)
+    sampler = DistributedSampler(train_set, comm=comm, shuffle=True, seed=0)
+    loader = DataLoader(train_set, batch_size=16, sampler=sampler)
     step = 0
     if resume:  # everything that decides what happens next
         shared, local = load_distributed(directory, comm)

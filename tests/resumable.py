@@ -23,7 +23,7 @@ from minipar.parallel import DistributedDataParallel, PipelineParallel, ZeroOpti
 from minipar.parallel.zero import reshard_state_dicts
 from minipar.snapshot import fault
 from minipar.snapshot.sharded import load_distributed, load_distributed_all, save_distributed
-from minipar.utils.data import DataLoader, DistributedSampler
+from minipar.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 _rng = np.random.default_rng(7)
 X = _rng.standard_normal((48, 8))  # float64 features
@@ -58,8 +58,8 @@ def train_ddp(comm: Any, total: int, directory: str | None = None, every: int = 
     minipar.manual_seed(1000 + comm.rank)  # every rank its own dropout masks
     ddp = DistributedDataParallel(model, comm=comm)
     opt = optim.Adam(ddp.parameters(), lr=0.01)
-    sampler = DistributedSampler(len(Y), comm, shuffle=True, seed=5)
-    loader = DataLoader(X, Y, batch_size=4, sampler=sampler)
+    sampler = DistributedSampler(len(Y), comm=comm, shuffle=True, seed=5)
+    loader = DataLoader(TensorDataset(X, Y), batch_size=4, sampler=sampler)
     step = 0
     if resume:
         shared, local = load_distributed(directory, comm)
@@ -87,8 +87,8 @@ def train_zero(comm: Any, total: int, directory: str | None = None, every: int =
     model = make_model()
     minipar.manual_seed(1000 + comm.rank)
     zero = ZeroOptimizer(optim.Adam, model.parameters(), comm, lr=0.01)
-    sampler = DistributedSampler(len(Y), comm, shuffle=True, seed=5)
-    loader = DataLoader(X, Y, batch_size=4, sampler=sampler)
+    sampler = DistributedSampler(len(Y), comm=comm, shuffle=True, seed=5)
+    loader = DataLoader(TensorDataset(X, Y), batch_size=4, sampler=sampler)
     step = 0
     if resume:
         shared, local = load_distributed(directory, comm)
@@ -117,8 +117,8 @@ def train_pipeline(comm: Any, total: int, directory: str | None = None, every: i
     minipar.manual_seed(1000 + comm.rank)
     pipe = PipelineParallel(model, comm, microbatches=2)
     opt = optim.Adam(pipe.stage_module.parameters(), lr=0.01)
-    sampler = DistributedSampler(len(Y), ONE_REPLICA, shuffle=True, seed=5)  # same batch everywhere
-    loader = DataLoader(X, Y, batch_size=8, sampler=sampler)
+    sampler = DistributedSampler(len(Y), comm=ONE_REPLICA, shuffle=True, seed=5)  # same batch everywhere
+    loader = DataLoader(TensorDataset(X, Y), batch_size=8, sampler=sampler)
     step = 0
     if resume:
         shared, local = load_distributed(directory, comm)

@@ -34,7 +34,7 @@ from minipar.parallel import (
 )
 from minipar.snapshot import fault
 from minipar.snapshot.sharded import load_distributed, save_distributed
-from minipar.utils.data import DataLoader, DistributedSampler
+from minipar.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 
 def mlp() -> nn.Sequential:
@@ -134,15 +134,17 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
      r"dest must be a rank in \[0, 2\), got 5"),
     ("split color", on(2, lambda c: c.split(-1)), ValueError, r"non-negative int or None, got -1"),
     # data
-    ("sampler without a communicator", lambda: DistributedSampler(10, object()), TypeError,
-     r"integer .rank and .size .*, got object"),
-    ("sampler length", lambda: DistributedSampler(-1, ranks(1)), ValueError, r">= 0, got -1"),
-    ("sampler resumed mid-epoch on another world size", lambda: DistributedSampler(10, ranks(2))
+    ("sampler without a communicator", lambda: DistributedSampler(10, comm=object()), TypeError,
+     r"integer .rank and .size, got object"),
+    ("sampler rank", lambda: DistributedSampler(10, num_replicas=2, rank=2), ValueError,
+     r"Invalid rank 2, rank should be in the interval \[0, 1\]"),
+    ("sampler length", lambda: DistributedSampler(-1, comm=ranks(1)), ValueError, r">= 0, got -1"),
+    ("sampler resumed mid-epoch on another world size", lambda: DistributedSampler(10, comm=ranks(2))
         .load_state_dict({"epoch": 0, "consumed": 2, "seed": 0, "dataset_len": 10, "num_replicas": 3}),
      ValueError, r"mid-epoch on 2 ranks from a state saved on 3"),
-    ("loader arrays of different lengths", lambda: DataLoader(np.ones((5, 2)), np.ones(4)), ValueError,
+    ("dataset tensors of different lengths", lambda: TensorDataset(np.ones((5, 2)), np.ones(4)), ValueError,
      r"same first dimension, got lengths \[5, 4\]"),
-    ("loader batch size", lambda: DataLoader(np.ones((5, 2)), batch_size=0), ValueError,
+    ("loader batch size", lambda: DataLoader(TensorDataset(np.ones((5, 2))), batch_size=0), ValueError,
      r"integer >= 1, got 0"),
     # modules, losses, optimizers
     ("Linear input width", lambda: nn.Linear(4, 3)(minipar.randn(2, 5)), ValueError,

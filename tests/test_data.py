@@ -1,5 +1,7 @@
 """minipar.utils.data: the digits split, DataLoader batching and shuffling, DistributedSampler.
 
+(PyTorch's dataset, sampler and collate API is specified in ``test_data_api.py``.)
+
 The sampler's oracle is ``torch.utils.data.DistributedSampler``: index lists are
 compared exactly for shuffle=False; for shuffle=True (torch draws its permutation
 from its own RNG) both are checked to have the same structure.
@@ -17,19 +19,19 @@ from torch.utils.data import DistributedSampler as TorchDistributedSampler
 
 import minipar
 from minipar.nn import functional as F
-from minipar.utils.data import DataLoader, DistributedSampler, load_digits
+from minipar.utils.data import DataLoader, DistributedSampler, TensorDataset, load_digits
 
 
 @dataclass
 class RankInfo:
-    """All a DistributedSampler reads from a communicator."""
+    """All a DistributedSampler reads from a communicator (given as ``comm=``)."""
 
     rank: int
     size: int
 
 
 def minipar_lists(n: int, p: int, **kwargs: object) -> list[list[int]]:
-    return [list(DistributedSampler(n, RankInfo(r, p), **kwargs)) for r in range(p)]
+    return [list(DistributedSampler(n, num_replicas=p, rank=r, **kwargs)) for r in range(p)]
 
 
 def torch_lists(n: int, p: int, **kwargs: object) -> list[list[int]]:
@@ -97,7 +99,7 @@ def test_load_digits_rejects_bad_arguments(kwargs: dict) -> None:
 def test_dataloader_yields_tensor_batches_in_order_covering_each_row_once() -> None:
     x = np.arange(23 * 3, dtype=np.float32).reshape(23, 3)
     y = np.arange(23, dtype=np.int64)
-    loader = DataLoader(x, y, batch_size=5)
+    loader = DataLoader(TensorDataset(x, y), batch_size=5)
     batches = list(loader)
     assert len(loader) == len(batches) == 5
     assert [len(b[1]) for b in batches] == [5, 5, 5, 5, 3]
@@ -110,7 +112,7 @@ def test_dataloader_yields_tensor_batches_in_order_covering_each_row_once() -> N
 
 
 def test_dataloader_drop_last_drops_the_partial_batch() -> None:
-    loader = DataLoader(np.zeros((23, 2)), batch_size=5, drop_last=True)
+    loader = DataLoader(TensorDataset(np.zeros((23, 2))), batch_size=5, drop_last=True)
     assert len(loader) == 4 and [b[0].shape for b in loader] == [(5, 2)] * 4
 
 
@@ -119,7 +121,7 @@ def test_dataloader_shuffle_is_a_permutation_per_epoch_reproducible_under_manual
 
     def two_epochs(seed: int) -> list[np.ndarray]:
         minipar.manual_seed(seed)
-        loader = DataLoader(y, batch_size=8, shuffle=True)
+        loader = DataLoader(TensorDataset(y), batch_size=8, shuffle=True)
         return [np.concatenate([b[0].array for b in loader]) for _ in range(2)]
 
     first, again, other = two_epochs(7), two_epochs(7), two_epochs(8)
@@ -134,7 +136,7 @@ def test_dataloader_shuffle_is_a_permutation_per_epoch_reproducible_under_manual
 
 def test_dataloader_targets_feed_cross_entropy() -> None:
     digits = load_digits()
-    x, y = next(iter(DataLoader(digits.x_train, digits.y_train, batch_size=16)))
+    x, y = next(iter(DataLoader(TensorDataset(digits.x_train, digits.y_train), batch_size=16)))
     logits = minipar.tensor(np.zeros((16, 10), dtype=np.float32), requires_grad=True)
     loss = F.cross_entropy(logits, y)
     assert loss.item() == pytest.approx(math.log(10), rel=1e-6)
@@ -142,18 +144,22 @@ def test_dataloader_targets_feed_cross_entropy() -> None:
 
 
 def test_dataloader_rejects_bad_input_with_clear_messages() -> None:
-    with pytest.raises(ValueError, match="at least one array"):
-        DataLoader(batch_size=2)
+    with pytest.raises(ValueError, match="at least one tensor"):
+        TensorDataset()
     with pytest.raises(ValueError, match=r"same first dimension.*\[4, 5\]"):
+        DataLoader(TensorDataset(np.zeros((4, 2)), np.zeros(5)), batch_size=2)
+    with pytest.raises(ValueError, match=r"same first dimension.*\[4, 5\]"):  # the first round's form
         DataLoader(np.zeros((4, 2)), np.zeros(5), batch_size=2)
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
-        DataLoader(np.zeros(4), batch_size=0)
-    with pytest.raises(ValueError, match="not both"):
-        DataLoader(np.zeros(4), batch_size=2, shuffle=True, sampler=DistributedSampler(4, RankInfo(0, 1)))
-    with pytest.raises(ValueError, match="sampler covers 5 items but the arrays have 4 rows"):
-        DataLoader(np.zeros(4), batch_size=2, sampler=DistributedSampler(5, RankInfo(0, 1)))
-    with pytest.raises(TypeError, match="first .sample. dimension; argument 0 is list"):
-        DataLoader([1, 2, 3], batch_size=2)
+        DataLoader(TensorDataset(np.zeros(4)), batch_size=0)
+    with pytest.raises(ValueError, match="sampler option is mutually exclusive with shuffle"):
+        DataLoader(TensorDataset(np.zeros(4)), batch_size=2, shuffle=True,
+                   sampler=DistributedSampler(4, num_replicas=1, rank=0))
+    with pytest.raises(ValueError, match="sampler covers 5 samples but the dataset has 4"):
+        DataLoader(TensorDataset(np.zeros(4)), batch_size=2,
+                   sampler=DistributedSampler(5, num_replicas=1, rank=0))
+    with pytest.raises(TypeError, match="TensorDataset takes Tensors or arrays; argument 0 is list"):
+        TensorDataset([1, 2, 3])
 
 
 # ----- DistributedSampler ---------------------------------------------------------------------------
@@ -185,7 +191,7 @@ def test_sampler_union_over_ranks_covers_every_index_with_equal_shares() -> None
 
 def test_set_epoch_reshuffles_identically_on_every_rank_and_ignores_the_global_rng() -> None:
     n, p = 37, 4
-    samplers = [DistributedSampler(n, RankInfo(r, p), seed=5) for r in range(p)]
+    samplers = [DistributedSampler(n, comm=RankInfo(r, p), seed=5) for r in range(p)]
 
     def epoch_order(epoch: int) -> list[int]:
         for sampler in samplers:
@@ -198,7 +204,7 @@ def test_set_epoch_reshuffles_identically_on_every_rank_and_ignores_the_global_r
     assert epoch_order(1) == epoch1  # same epoch, same order
     for sampler in samplers:  # each rank's own view of the global list is the same one
         np.testing.assert_array_equal(sampler.global_indices(), samplers[0].global_indices())
-    seeded = [DistributedSampler(n, RankInfo(r, p), seed=6) for r in range(p)]
+    seeded = [DistributedSampler(n, comm=RankInfo(r, p), seed=6) for r in range(p)]
     assert interleave([list(s) for s in seeded]) != epoch_order(0)  # another seed, another order
 
 
@@ -211,8 +217,8 @@ def test_sampler_drop_last_gives_floor_shares_of_distinct_indices() -> None:
 
 
 def test_dataloader_over_a_sampler_resumes_mid_epoch_from_its_state_dict() -> None:
-    x = np.arange(50, dtype=np.float32)[:, None]
-    sampler = DistributedSampler(50, RankInfo(1, 3), seed=4)
+    x = TensorDataset(np.arange(50, dtype=np.float32)[:, None])
+    sampler = DistributedSampler(x, num_replicas=3, rank=1, seed=4)
     loader = DataLoader(x, batch_size=4, sampler=sampler)
     loader.set_epoch(2)
     uninterrupted = [b[0].array.ravel().tolist() for b in loader]
@@ -225,7 +231,7 @@ def test_dataloader_over_a_sampler_resumes_mid_epoch_from_its_state_dict() -> No
     state = sampler.state_dict()
     assert state["epoch"] == 2 and state["consumed"] == 8
 
-    resumed_sampler = DistributedSampler(50, RankInfo(1, 3), seed=4)
+    resumed_sampler = DistributedSampler(x, num_replicas=3, rank=1, seed=4)
     resumed_sampler.load_state_dict(state)
     resumed = DataLoader(x, batch_size=4, sampler=resumed_sampler)
     resumed.set_epoch(2)  # the same epoch keeps the position
@@ -236,20 +242,26 @@ def test_dataloader_over_a_sampler_resumes_mid_epoch_from_its_state_dict() -> No
 
 
 def test_sampler_rejects_bad_arguments_and_states() -> None:
-    with pytest.raises(TypeError, match="communicator with integer .rank and .size.*got object"):
-        DistributedSampler(10, object())
-    with pytest.raises(TypeError, match="rank=4, size=4"):
-        DistributedSampler(10, RankInfo(4, 4))
-    with pytest.raises(ValueError, match="dataset_len must be an integer >= 0, got -1"):
-        DistributedSampler(-1, RankInfo(0, 1))
-    sampler = DistributedSampler(10, RankInfo(0, 2))
+    with pytest.raises(TypeError, match="communicator with integer .rank and .size, got object"):
+        DistributedSampler(10, comm=object())
+    with pytest.raises(ValueError, match=r"Invalid rank 4, rank should be in the interval \[0, 3\]"):
+        DistributedSampler(10, comm=RankInfo(4, 4))
+    with pytest.raises(ValueError, match=r"Invalid rank -1"):
+        DistributedSampler(10, num_replicas=2, rank=-1)
+    with pytest.raises(ValueError, match="num_replicas must be an integer >= 1, got 0"):
+        DistributedSampler(10, num_replicas=0, rank=0)
+    with pytest.raises(ValueError, match="dataset length must be an integer >= 0, got -1"):
+        DistributedSampler(-1, num_replicas=1, rank=0)
+    with pytest.raises(TypeError, match="a dataset with a length, or the length itself; got object"):
+        DistributedSampler(object(), num_replicas=1, rank=0)
+    sampler = DistributedSampler(10, num_replicas=2, rank=0)
     with pytest.raises(ValueError, match="epoch must be an integer >= 0"):
         sampler.set_epoch(-1)
     state = sampler.state_dict()
     with pytest.raises(ValueError, match="dataset of 10 items, this sampler has 11"):
-        DistributedSampler(11, RankInfo(0, 2)).load_state_dict(state)
+        DistributedSampler(11, num_replicas=2, rank=0).load_state_dict(state)
     with pytest.raises(ValueError, match="mid-epoch on 3 ranks from a state saved on 2"):
-        DistributedSampler(10, RankInfo(0, 3)).load_state_dict({**state, "consumed": 2})
+        DistributedSampler(10, num_replicas=3, rank=0).load_state_dict({**state, "consumed": 2})
     with pytest.raises(KeyError, match="missing"):
         sampler.load_state_dict({"epoch": 1})
 
@@ -258,11 +270,12 @@ def test_sampler_rejects_bad_arguments_and_states() -> None:
 def test_sampler_with_a_real_communicator_shares_a_dataloader_epoch_across_3_ranks() -> None:
     from minipar.comm import run_local
 
-    y = np.arange(20, dtype=np.int64)
+    y = TensorDataset(np.arange(20, dtype=np.int64))
 
     def rank_epoch(comm: object) -> list[int]:
-        loader = DataLoader(y, batch_size=3, sampler=DistributedSampler(20, comm, seed=9))
-        loader.set_epoch(1)
+        sampler = DistributedSampler(y, comm=comm, seed=9)
+        loader = DataLoader(y, batch_size=3, sampler=sampler)
+        sampler.set_epoch(1)
         return [int(i) for batch in loader for i in batch[0].array]
 
     per_rank = run_local(rank_epoch, 3)
@@ -270,7 +283,7 @@ def test_sampler_with_a_real_communicator_shares_a_dataloader_epoch_across_3_ran
     assert set().union(*map(set, per_rank)) == set(range(20))
     expected = []
     for rank in range(3):  # the same sampler computed here with a stand-in communicator
-        sampler = DistributedSampler(20, RankInfo(rank, 3), seed=9)
+        sampler = DistributedSampler(20, num_replicas=3, rank=rank, seed=9)
         sampler.set_epoch(1)
         expected.append(list(sampler))
     assert per_rank == expected
@@ -285,7 +298,18 @@ def test_dataloader_batches_of_cupy_arrays_stay_on_the_gpu() -> None:
     x = to_device(np.arange(12, dtype=np.float32).reshape(6, 2), "cuda")
     y = to_device(np.arange(6, dtype=np.int64), "cuda")
     minipar.manual_seed(0)
-    batches = list(DataLoader(x, y, batch_size=4, shuffle=True))
+    batches = list(DataLoader(TensorDataset(x, y), batch_size=4, shuffle=True))
     assert [b[0].device for b in batches] == ["cuda:0", "cuda:0"]
     order = np.concatenate([b[1].numpy() for b in batches])
     np.testing.assert_array_equal(np.sort(order), np.arange(6))
+
+
+def test_the_first_rounds_call_forms_still_work() -> None:
+    """``DataLoader(x, y, ...)`` means a TensorDataset; ``DistributedSampler(n, comm)`` a comm=."""
+    x, y = np.arange(10.0)[:, None], np.arange(10)
+    old = [[b.array.tolist() for b in batch] for batch in DataLoader(x, y, batch_size=4)]
+    new = [[b.array.tolist() for b in batch] for batch in DataLoader(TensorDataset(x, y), batch_size=4)]
+    assert old == new and len(old) == 3
+    assert list(DistributedSampler(10, RankInfo(1, 3), seed=2)) == list(
+        DistributedSampler(10, comm=RankInfo(1, 3), seed=2)) == list(
+        DistributedSampler(10, num_replicas=3, rank=1, seed=2))

@@ -190,3 +190,42 @@ def test_a_nan_learning_rate_or_a_group_without_params_is_rejected(name):
         getattr(optim, name)([{"lr": 0.1}], lr=0.1)
     with pytest.raises(ValueError, match="group lr must be a number >= 0, got nan"):
         getattr(optim, name)([{"params": [weight], "lr": float("nan")}], lr=0.1)
+
+
+def net_class(lib, functional):
+    """The same user-written model class over torch.nn.Module or minipar's nn.Module."""
+
+    class Net(lib.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = lib.Linear(8, 16)
+            self.fc2 = lib.Linear(16, 5)
+
+        def forward(self, x):
+            return self.fc2(functional.relu(self.fc1(x)))
+
+    return Net
+
+
+def test_an_nn_module_subclass_and_optimizer_type_hints_train_as_in_torch():
+    def make_optimizer(module: nn.Module, library) -> optim.Optimizer:  # both usable as annotations
+        return library.AdamW(module.parameters(), lr=1e-2)
+
+    theirs = net_class(torch.nn, torch.nn.functional)().double()
+    ours = net_class(nn, F)().double()
+    assert isinstance(ours, nn.Module) and [n for n, _ in ours.named_parameters()] == [
+        n for n, _ in theirs.named_parameters()]
+    ours.load_state_dict(theirs.state_dict())
+    our_opt, their_opt = make_optimizer(ours, optim), make_optimizer(theirs, torch.optim)
+    assert isinstance(our_opt, optim.Optimizer)
+    for x, y in batches(20):
+        our_opt.zero_grad()
+        F.cross_entropy(ours(minipar.tensor(x)), y).backward()
+        our_opt.step()
+        their_opt.zero_grad()
+        torch.nn.functional.cross_entropy(theirs(torch.tensor(x)), torch.tensor(y)).backward()
+        their_opt.step()
+    their_params = dict(theirs.named_parameters())
+    for param_name, param in ours.named_parameters():
+        np.testing.assert_allclose(param.array, their_params[param_name].detach().numpy(),
+                                   rtol=1e-12, atol=1e-13, err_msg=param_name)

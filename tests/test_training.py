@@ -21,7 +21,7 @@ from minipar import nn
 from minipar.nn import functional as F
 from minipar.optim import SGD
 from minipar.random import generator
-from minipar.utils.data import DataLoader, load_digits
+from minipar.utils.data import DataLoader, TensorDataset, load_digits
 
 
 def random_shift(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -52,7 +52,7 @@ def train_cnn_on_digits(seed: int, epochs: int) -> tuple[float, float, float]:
     )
     base_lr = 0.05
     optimizer = SGD(model.parameters(), lr=base_lr, momentum=0.9)
-    loader = DataLoader(digits.train_images, digits.y_train, batch_size=32, shuffle=True)
+    loader = DataLoader(TensorDataset(digits.train_images, digits.y_train), batch_size=32, shuffle=True)
     first_epoch_loss = last_epoch_loss = 0.0
     for epoch in range(epochs):
         optimizer.param_groups[0]["lr"] = base_lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))

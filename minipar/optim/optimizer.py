@@ -21,17 +21,38 @@ SGD with momentum 0.90-0.95x, i.e. slightly *slower* alone (three light passes
 fit the memory bandwidth one core gets); its gain shows when two ranks step at
 once and share the memory bus (DDP at p = 2: 0.8 ms per step, the first round's
 measurement). CuPy arrays and non-contiguous parameters take whole-array blocks.
+
+PyTorch's implementation switches ``foreach``, ``fused``, ``capturable`` and
+``differentiable`` are accepted by every optimizer (so torch-spelled calls run)
+and ignored: minipar has one implementation, on NumPy or CuPy arrays, and its
+steps are never recorded by autograd. They are kept in the parameter groups, so
+a state dict has PyTorch's keys.
+
+Writing your own, as in PyTorch::
+
+    class SignSGD(optim.Optimizer):
+        def __init__(self, params, lr=0.01):
+            super().__init__(params, dict(lr=lr))
+
+        def step(self, closure=None):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        self.state[p]["steps"] = self.state[p].get("steps", 0) + 1
+                        p.array -= group["lr"] * np.sign(p.grad.array)
 """
 
 from __future__ import annotations
 
 import copy
 import numbers
-from collections.abc import Iterable, Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
+from minipar.autograd import enable_grad
 from minipar.backend import get_array_module
 from minipar.tensor import Tensor
 
@@ -68,7 +89,13 @@ class _Scratch:
 
 
 class Optimizer:
-    """Holds parameter groups and per-parameter state; subclasses define ``step``."""
+    """Holds parameter groups and per-parameter state; subclasses define ``step``.
+
+    ``params`` is an iterable of Parameters or of parameter groups (dicts with a
+    ``"params"`` list and any settings of ``defaults`` to override for that group).
+    ``self.state`` maps a parameter to its state dict and, as in PyTorch, makes an
+    empty one on first access (``self.state[p]`` never raises KeyError).
+    """
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         groups = list(params)
@@ -78,7 +105,7 @@ class Optimizer:
             groups = [{"params": groups}]
         self.defaults = defaults
         self.param_groups: list[dict[str, Any]] = []
-        self.state: dict[Tensor, dict[str, Any]] = {}
+        self.state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
         for group in groups:
             self.add_param_group(group)
 
@@ -118,8 +145,17 @@ class Optimizer:
                 else:
                     param.grad.array[...] = 0
 
-    def step(self) -> None:
-        raise NotImplementedError
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Update every parameter that has a gradient; returns ``closure()``'s loss if given."""
+        raise NotImplementedError(f"{type(self).__name__} must define step(closure=None)")
+
+    @staticmethod
+    def _evaluate(closure: Callable[[], Any] | None) -> Any:
+        """PyTorch's closure: re-run forward and backward (with grad enabled) and return the loss."""
+        if closure is None:
+            return None
+        with enable_grad():
+            return closure()
 
     def state_dict(self) -> dict[str, Any]:
         """Parameters become indices in group order; state arrays are copied."""
@@ -135,10 +171,7 @@ class Optimizer:
         for group in self.param_groups:
             for param in group["params"]:
                 if param in self.state:
-                    state[index_of[id(param)]] = {
-                        k: (v.copy() if hasattr(v, "copy") else v)
-                        for k, v in self.state[param].items()
-                    }
+                    state[index_of[id(param)]] = {k: _snapshot(v) for k, v in self.state[param].items()}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -152,15 +185,41 @@ class Optimizer:
         saved_count = sum(len(g["params"]) for g in groups)
         if saved_count != len(params):
             raise ValueError(f"state dict holds {saved_count} parameters, optimizer has {len(params)}")
+        for index, (group, saved) in enumerate(zip(self.param_groups, groups)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(f"state dict group {index} holds {len(saved['params'])} parameters, "
+                                 f"the optimizer's group {index} has {len(group['params'])}")
         for group, saved in zip(self.param_groups, groups):
             group.update({k: v for k, v in saved.items() if k != "params"})
-        self.state = {}
+        self.state = defaultdict(dict)
         for key, value in state_dict["state"].items():
             param = params[int(key)]
             self.state[param] = {k: copy.deepcopy(v) for k, v in value.items()}
 
 
-
 def _check_number(name: str, value: Any, minimum: float) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= minimum:
         raise ValueError(f"{name} must be a number >= {minimum}, got {value!r}")
+
+
+def _snapshot(value: Any) -> Any:
+    """A copy of one state entry: Tensors (a custom optimizer's state) cloned, arrays copied."""
+    if isinstance(value, Tensor):
+        return value.clone()
+    return value.copy() if hasattr(value, "copy") else value
+
+
+def _check_flags(name: str, **flags: Any) -> None:
+    """PyTorch's switches that minipar accepts and ignores must at least be bools (or None)."""
+    for flag, value in flags.items():
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"{name}: {flag} must be a bool or None, got {value!r}")
+
+
+def _check_betas(name: str, betas: Any) -> None:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"{name} betas must be a pair (beta1, beta2), got {betas!r}")
+    for index, beta in enumerate(betas):
+        _check_number(f"betas[{index}]", beta, 0.0)
+        if not beta < 1:
+            raise ValueError(f"{name} betas[{index}] must be in [0, 1), got {beta!r}")

@@ -1,4 +1,4 @@
-"""SGD with PyTorch's momentum, dampening, Nesterov and weight decay.
+"""SGD with PyTorch's momentum, dampening, Nesterov, weight decay and ``maximize``.
 
     opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 
@@ -10,37 +10,43 @@ their results are bit-identical (``tests/test_optim.py`` checks it).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from minipar.backend import get_array_module
-from minipar.optim.optimizer import Optimizer, _blocks, _check_number, _Scratch
+from minipar.optim.optimizer import Optimizer, _blocks, _check_flags, _check_number, _Scratch
 
 
 class SGD(Optimizer):
     """Stochastic gradient descent, PyTorch's algorithm:
 
-        g = grad + weight_decay * p
+        g = -grad if maximize else grad                (maximize: ascend the objective)
+        g = g + weight_decay * p
         b = g (first step), else b = momentum * b + (1 - dampening) * g
         g = g + momentum * b if nesterov else b
         p = p - lr * g
 
     State per parameter: ``momentum_buffer`` (PyTorch's key), only with momentum.
+    ``foreach``, ``differentiable`` and ``fused`` are accepted and ignored (``optimizer.py``).
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
-                 blocked: bool = True) -> None:
+                 maximize: bool = False, foreach: bool | None = None, differentiable: bool = False,
+                 fused: bool | None = None, blocked: bool = True) -> None:
         for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay),
                             ("dampening", dampening)):
             _check_number(name, value, 0.0)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov momentum needs momentum > 0 and dampening = 0")
+        _check_flags("SGD", maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused)
         self.blocked = bool(blocked)
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov))
+                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                                      foreach=foreach, differentiable=differentiable, fused=fused))
 
-    def step(self) -> None:
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = self._evaluate(closure)
         scratch = _Scratch()
         for group in self.param_groups:
             for param in group["params"]:
@@ -56,11 +62,14 @@ class SGD(Optimizer):
                         arrays.append(state["momentum_buffer"])
                     for block in _blocks(*arrays):
                         self._step_block(block, *scratch.pair(block[0]), group)
+        return loss
 
     @staticmethod
     def _step_readable(p: Any, g: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
         """The formula on whole arrays: ``p`` and the momentum buffer change in place."""
         lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
+        if group["maximize"]:
+            g = -g
         if group["weight_decay"] != 0:
             g = g + group["weight_decay"] * p
         if momentum != 0:
@@ -80,8 +89,10 @@ class SGD(Optimizer):
         lr, momentum = group["lr"], group["momentum"]
         weight_decay, dampening = group["weight_decay"], group["dampening"]
         xp = get_array_module(p)
+        if group["maximize"]:
+            g = xp.negative(g, out=t)
         if weight_decay != 0:
-            g = xp.add(g, xp.multiply(weight_decay, p, out=t), out=t)  # g + wd * p
+            g = xp.add(g, xp.multiply(weight_decay, p, out=u), out=t)  # g + wd * p
         if momentum != 0:
             b = block[2]
             b *= momentum

@@ -1,118 +1,139 @@
-"""``DistributedSampler``: this rank's share of every epoch, as PyTorch computes it."""
+"""Samplers: the order in which a DataLoader visits a dataset's indices, as PyTorch has them.
+
+    SequentialSampler(dataset)         0, 1, ..., n-1
+    RandomSampler(dataset)             a permutation (or draws with replacement)
+    BatchSampler(sampler, 32, False)   lists of 32 indices from any sampler
+
+Random draws come from ``generator`` when given, else from minipar's generator of this
+thread, so ``minipar.manual_seed`` makes shuffling reproducible. ``generator`` is a
+``numpy.random.Generator`` or an object holding one as ``.generator`` (the hook for a
+torch-style ``Generator`` object with ``manual_seed``).
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from minipar.random import generator as thread_generator
 
-# ----- sampling -------------------------------------------------------------------------------
+
 def _check_count(value: Any, name: str, minimum: int) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
-class DistributedSampler:
-    """This rank's indices of a dataset of ``dataset_len`` items, as PyTorch computes them.
+def _numpy_generator(generator: Any) -> np.random.Generator:
+    """The NumPy generator to draw from: ``generator``, the one it holds, or minipar's."""
+    if generator is None:
+        return thread_generator()
+    if isinstance(generator, np.random.Generator):
+        return generator
+    inner = getattr(generator, "generator", None)
+    if isinstance(inner, np.random.Generator):
+        return inner
+    raise TypeError("generator must be a numpy.random.Generator (or an object holding one as "
+                    f".generator), got {type(generator).__name__}")
 
-    ``len(sampler)`` is ``ceil(n / p)`` (``floor(n / p)`` with ``drop_last``) on
-    every rank, so every rank runs the same number of steps and no collective
-    waits for a rank that has run out. Only ``comm.rank`` and ``comm.size`` are
-    read: the sampler sends no messages.
 
-    Resuming: ``state_dict()`` records the epoch and how many of this epoch's
-    indices have been handed out; after ``load_state_dict`` the next iteration
-    starts where that one stopped (``set_epoch`` with the same epoch keeps the
-    position, another epoch starts from its beginning).
-    """
+class Sampler:
+    """Base class: an iterable of dataset indices with a length (subclasses define both)."""
 
-    def __init__(self, dataset_len: int, comm: Any, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False) -> None:
-        self.dataset_len = _check_count(dataset_len, "dataset_len", 0)
-        rank, size = getattr(comm, "rank", None), getattr(comm, "size", None)
-        if not (isinstance(rank, (int, np.integer)) and isinstance(size, (int, np.integer))
-                and 0 <= rank < size):
-            raise TypeError(
-                "DistributedSampler needs a communicator with integer .rank and .size "
-                f"(0 <= rank < size), got {type(comm).__name__}"
-                + (f" with rank={rank!r}, size={size!r}" if rank is not None or size is not None else "")
-            )
-        self.rank, self.num_replicas = int(rank), int(size)
-        self.shuffle = bool(shuffle)
-        self.seed = _check_count(seed, "seed", 0)
-        self.drop_last = bool(drop_last)
-        p = self.num_replicas
-        self.num_samples = self.dataset_len // p if drop_last else math.ceil(self.dataset_len / p)
-        self.total_size = self.num_samples * p
-        self.epoch = 0
-        self.consumed = 0  # indices of this epoch handed out so far (by the last __iter__)
-        self._start = 0  # where the next __iter__ begins (set by load_state_dict)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use epoch ``epoch``'s permutation next (same on every rank for the same seed)."""
-        epoch = _check_count(epoch, "epoch", 0)
-        if epoch != self.epoch:
-            self._start = 0
-            self.consumed = 0
-        self.epoch = epoch
-
-    def global_indices(self) -> np.ndarray:
-        """The padded (or cut) index list of this epoch, before it is split over ranks."""
-        n = self.dataset_len
-        if self.shuffle:  # independent of minipar's global generator: same on every rank
-            order = np.random.Generator(np.random.PCG64(self.seed + self.epoch)).permutation(n)
-        else:
-            order = np.arange(n)
-        if self.drop_last:
-            return order[: self.total_size]
-        # wrap-around padding: repeat from the start (several times if n < p)
-        return np.resize(order, self.total_size) if n else order
-
-    def indices(self) -> np.ndarray:
-        """All of this rank's indices for the current epoch: positions rank, rank+p, ..."""
-        return self.global_indices()[self.rank :: self.num_replicas]
+    def __init__(self, data_source: Any = None) -> None:
+        pass
 
     def __iter__(self) -> Iterator[int]:
-        mine = self.indices()
-        start, self._start = self._start, 0
-        self.consumed = start
-        for index in mine[start:]:
-            self.consumed += 1
-            yield int(index)
+        raise NotImplementedError(f"{type(self).__name__} must define __iter__()")
+
+
+class SequentialSampler(Sampler):
+    """Indices ``0..len(data_source)-1`` in order."""
+
+    def __init__(self, data_source: Any) -> None:
+        self.data_source = data_source
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(len(self.data_source)))
 
     def __len__(self) -> int:
-        """How many indices the next iteration yields (``num_samples`` unless resuming)."""
-        return self.num_samples - self._start
+        return len(self.data_source)
 
-    def state_dict(self) -> dict[str, int]:
-        """Position for a snapshot: plain ints, so it saves without pickling."""
-        return {"epoch": self.epoch, "consumed": self.consumed, "seed": self.seed,
-                "dataset_len": self.dataset_len, "num_replicas": self.num_replicas}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from ``state``: the next iteration yields the indices not yet consumed."""
-        missing = [k for k in ("epoch", "consumed", "seed", "dataset_len", "num_replicas")
-                   if k not in state]
-        if missing:
-            raise KeyError(f"sampler state is missing {missing}; expected DistributedSampler.state_dict()")
-        if int(state["dataset_len"]) != self.dataset_len:
-            raise ValueError(
-                f"sampler state is for a dataset of {int(state['dataset_len'])} items, "
-                f"this sampler has {self.dataset_len}"
-            )
-        consumed = _check_count(state["consumed"], "consumed", 0)
-        if consumed > self.num_samples:
-            raise ValueError(f"consumed {consumed} exceeds this rank's {self.num_samples} indices")
-        if int(state["num_replicas"]) != self.num_replicas and consumed != 0:
-            raise ValueError(
-                f"cannot resume mid-epoch on {self.num_replicas} ranks from a state saved on "
-                f"{int(state['num_replicas'])} (consumed {consumed}); snapshot at an epoch boundary"
-            )
-        self.seed = _check_count(state["seed"], "seed", 0)
-        self.epoch = _check_count(state["epoch"], "epoch", 0)
-        self.consumed = self._start = consumed
+class RandomSampler(Sampler):
+    """A fresh random order of ``data_source``'s indices on every iteration.
 
+    Without replacement: a permutation of ``0..n-1`` (``num_samples > n`` chains several
+    permutations, the last one cut, as PyTorch does). With replacement: ``num_samples``
+    independent uniform draws from ``0..n-1``. ``num_samples`` defaults to ``n``.
+    """
+
+    def __init__(self, data_source: Any, replacement: bool = False, num_samples: int | None = None,
+                 generator: Any = None) -> None:
+        if not isinstance(replacement, bool):
+            raise TypeError(f"replacement must be a bool, got {replacement!r}")
+        self.data_source, self.replacement, self.generator = data_source, replacement, generator
+        self._num_samples = None if num_samples is None else _check_count(num_samples, "num_samples", 1)
+        _numpy_generator(generator)  # a bad generator fails here, not in the first epoch
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.data_source) if self._num_samples is None else self._num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        n, rng = len(self.data_source), _numpy_generator(self.generator)
+        if self.replacement:
+            return iter(rng.integers(0, n, size=self.num_samples).tolist())
+        full, rest = divmod(self.num_samples, n) if n else (0, 0)
+        orders = [rng.permutation(n).tolist() for _ in range(full)]
+        if rest:
+            orders.append(rng.permutation(n)[:rest].tolist())
+        return itertools.chain.from_iterable(orders)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class SubsetRandomSampler(Sampler):
+    """The given ``indices`` in a fresh random order on every iteration."""
+
+    def __init__(self, indices: Sequence[int], generator: Any = None) -> None:
+        self.indices, self.generator = list(indices), generator
+
+    def __iter__(self) -> Iterator[int]:
+        order = _numpy_generator(self.generator).permutation(len(self.indices))
+        return iter([self.indices[i] for i in order])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class BatchSampler(Sampler):
+    """Lists of ``batch_size`` indices from ``sampler``; the last one shorter unless ``drop_last``.
+
+    ``len`` is ``ceil(len(sampler) / batch_size)``, or the floor with ``drop_last``. Indices
+    are pulled lazily, one batch at a time, so a sampler that counts what it has handed
+    out (``DistributedSampler``'s resume position) counts exactly the batches taken so far.
+    """
+
+    def __init__(self, sampler: Iterable[int], batch_size: int, drop_last: bool) -> None:
+        self.sampler = sampler
+        self.batch_size = _check_count(batch_size, "batch_size", 1)
+        if not isinstance(drop_last, bool):
+            raise TypeError(f"drop_last must be a bool, got {drop_last!r}")
+        self.drop_last = drop_last
+
+    def __iter__(self) -> Iterator[list[int]]:
+        stream = iter(self.sampler)
+        while True:
+            batch = [int(i) for i in itertools.islice(stream, self.batch_size)]
+            if not batch or (self.drop_last and len(batch) < self.batch_size):
+                return
+            yield batch
+
+    def __len__(self) -> int:
+        count = len(self.sampler)  # type: ignore[arg-type]
+        return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
