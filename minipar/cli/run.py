@@ -12,6 +12,7 @@ from pathlib import Path
 
 from minipar.cli import lessons
 from minipar.cli.lessons import Script
+from minipar.comm.communicator import check_timeout
 
 
 def mpiexec_path() -> Path:
@@ -35,11 +36,14 @@ def launch_command(script: Path, ranks: int, args: list[str], timeout: float, on
     ``OMP_NUM_THREADS=1`` (unless set) for several ranks, and for benchmarks (``one_blas_thread``).
     ``cluster``: spread the ranks over the emulated hosts that are up (``minipar.cluster``);
     ``hostfile``: real hosts, ``mpiexec -f hostfile``. Either way even one rank goes through mpiexec.
+    ``timeout`` 0 or inf: no deadline (``MPIEXEC_TIMEOUT`` left unset); negative: ValueError.
     """
     if ranks < 1:
         raise ValueError(f"the number of ranks must be at least 1, got {ranks}")
+    seconds = check_timeout(timeout, "--timeout")
     env = dict(os.environ)
-    env.setdefault("MPIEXEC_TIMEOUT", str(int(timeout)))
+    if seconds is not None:
+        env.setdefault("MPIEXEC_TIMEOUT", str(max(1, round(seconds))))
     if ranks > 1 or one_blas_thread:
         env.setdefault("OMP_NUM_THREADS", "1")
     if cluster and hostfile:
@@ -125,8 +129,8 @@ def _execute(script: Script, ranks: int, args: list[str], timeout: float, one_bl
     print(f"$ {' '.join(extra)} {shown}", file=sys.stderr, flush=True)
     try:
         # mpiexec enforces MPIEXEC_TIMEOUT itself; the subprocess deadline backs it up
-        return subprocess.run(command, env=env, cwd=lessons.REPO, timeout=float(env["MPIEXEC_TIMEOUT"]) + 30
-                              ).returncode
+        deadline = float(env["MPIEXEC_TIMEOUT"]) + 30 if env.get("MPIEXEC_TIMEOUT") else None
+        return subprocess.run(command, env=env, cwd=lessons.REPO, timeout=deadline).returncode
     except subprocess.TimeoutExpired:
         print(f"minipar: {script.path.name} passed its deadline and was stopped", file=sys.stderr)
         return 124

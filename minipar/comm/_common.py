@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from minipar.backend import get_array_module
-from minipar.comm.communicator import TAG_COLLECTIVE, Communicator, check_array
+from minipar.comm import signature as signed
+from minipar.comm.communicator import Communicator, check_array
 from minipar.comm.safety import Collective
 
 #: op name -> the ufunc that combines two arrays elementwise (mean = sum, then / p)
@@ -80,11 +81,11 @@ def exchange(comm: Communicator, outgoing: Any, dest: int, incoming: Any, source
     which keeps lengths smaller than p from sending empty messages.
     """
     if outgoing.size and incoming.size:
-        comm.sendrecv(outgoing, dest, incoming, source, TAG_COLLECTIVE, TAG_COLLECTIVE)
+        signed.sendrecv(comm, outgoing, dest, incoming, source)
     elif outgoing.size:
-        comm.send(outgoing, dest, TAG_COLLECTIVE)
+        signed.send(comm, outgoing, dest)
     elif incoming.size:
-        comm.recv(incoming, source, TAG_COLLECTIVE)
+        signed.recv(comm, incoming, source)
 
 
 def run_allreduce(comm: Communicator, array: Any, op: str, name: str,

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from minipar.comm import signature as signed
 from minipar.comm._common import (
     combiner,
     finish_mean,
@@ -36,7 +37,7 @@ from minipar.comm._common import (
     run_allreduce,
     scratch,
 )
-from minipar.comm.communicator import TAG_COLLECTIVE, Communicator, require_communicator
+from minipar.comm.communicator import Communicator, require_communicator
 from minipar.comm.ring import allgather, reduce_scatter, ring_allreduce, ring_allreduce_in_slabs
 from minipar.comm.safety import Collective
 
@@ -59,7 +60,8 @@ def broadcast(comm: Communicator, array: Any, root: int = 0) -> Any:
     flat = prepare(comm, array, "broadcast")
     if not isinstance(root, (int, np.integer)) or not 0 <= root < comm.size:
         raise ValueError(f"broadcast: root must be a rank in [0, {comm.size}), got {root!r}")
-    with Collective(comm, "broadcast", None, flat.dtype, flat.size, f"root={root}"):
+    with Collective(comm, "broadcast", None, flat.dtype, flat.size, root=int(root)):
+        signed.check_round_the_ring(comm)  # two ranks that both think they are root only send
         _broadcast(comm, flat, int(root))
     return array
 
@@ -73,14 +75,14 @@ def _broadcast(comm: Communicator, flat: Any, root: int) -> None:
     mask = 1
     while mask < p:
         if relative & mask:
-            comm.recv(flat, (relative - mask + root) % p, TAG_COLLECTIVE)
+            signed.recv(comm, flat, (relative - mask + root) % p)
             break
         mask <<= 1
     # Send to the children: relative + 2^k for every 2^k below that bit (biggest first).
     mask >>= 1
     while mask > 0:
         if relative + mask < p:
-            comm.send(flat, (relative + mask + root) % p, TAG_COLLECTIVE)
+            signed.send(comm, flat, (relative + mask + root) % p)
         mask >>= 1
 
 
@@ -100,14 +102,14 @@ def _naive(comm: Communicator, flat: Any, op: str) -> None:
         combine = combiner(flat, op)
         incoming = scratch(comm, flat, flat.size)
         for source in range(1, comm.size):  # a fixed order: ((x0 + x1) + x2) + ...
-            comm.recv(incoming, source, TAG_COLLECTIVE)
+            signed.recv(comm, incoming, source)
             combine(flat, incoming, out=flat)
         finish_mean(flat, comm.size, op)
         for dest in range(1, comm.size):
-            comm.send(flat, dest, TAG_COLLECTIVE)
+            signed.send(comm, flat, dest)
     else:
-        comm.send(flat, 0, TAG_COLLECTIVE)
-        comm.recv(flat, 0, TAG_COLLECTIVE)  # already divided by rank 0 for op="mean"
+        signed.send(comm, flat, 0)
+        signed.recv(comm, flat, 0)  # already divided by rank 0 for op="mean"
 
 
 def tree_allreduce(comm: Communicator, array: Any, op: str = "sum") -> Any:
@@ -127,11 +129,11 @@ def _tree(comm: Communicator, flat: Any, op: str) -> None:
     rank, mask = comm.rank, 1
     while mask < comm.size:
         if rank & mask:  # hand our partial result down the tree and stop
-            comm.send(flat, rank - mask, TAG_COLLECTIVE)
+            signed.send(comm, flat, rank - mask)
             break
         if rank + mask < comm.size:
             incoming = scratch(comm, flat, flat.size)
-            comm.recv(incoming, rank + mask, TAG_COLLECTIVE)
+            signed.recv(comm, incoming, rank + mask)
             combine(flat, incoming, out=flat)  # the lower rank's data first, always
         mask <<= 1
     if rank == 0:
@@ -162,10 +164,10 @@ def _recursive_doubling(comm: Communicator, flat: Any, op: str) -> None:
     rem = p - power
     if rank < 2 * rem:  # fold the extra ranks in: rank 2i -> rank 2i+1
         if rank % 2 == 0:
-            comm.send(flat, rank + 1, TAG_COLLECTIVE)
+            signed.send(comm, flat, rank + 1)
             virtual = -1  # sits out the doubling
         else:
-            comm.recv(incoming, rank - 1, TAG_COLLECTIVE)
+            signed.recv(comm, incoming, rank - 1)
             combine(incoming, flat, out=flat)
             virtual = rank // 2
     else:
@@ -175,7 +177,7 @@ def _recursive_doubling(comm: Communicator, flat: Any, op: str) -> None:
         while mask < power:  # virtual ranks v and v ^ mask swap and combine
             other = virtual ^ mask
             partner = 2 * other + 1 if other < rem else other + rem
-            comm.sendrecv(flat, partner, incoming, partner, TAG_COLLECTIVE, TAG_COLLECTIVE)
+            signed.sendrecv(comm, flat, partner, incoming, partner)
             if partner < rank:
                 combine(incoming, flat, out=flat)
             else:
@@ -184,9 +186,9 @@ def _recursive_doubling(comm: Communicator, flat: Any, op: str) -> None:
         finish_mean(flat, p, op)
     if rank < 2 * rem:  # hand the result back to the ranks that sat out
         if rank % 2 == 0:
-            comm.recv(flat, rank + 1, TAG_COLLECTIVE)
+            signed.recv(comm, flat, rank + 1)
         else:
-            comm.send(flat, rank - 1, TAG_COLLECTIVE)
+            signed.send(comm, flat, rank - 1)
 
 
 ALGORITHMS = {  # ring_allreduce (ring.py) is the first, and the default
@@ -239,18 +241,19 @@ def gather_to_root(comm: Communicator, payload: bytes | Any, root: int = 0) -> l
     else:
         raise TypeError(f"gather_to_root: payload must be bytes or a uint8 numpy array, got "
                         f"{type(payload).__name__}{getattr(payload, 'dtype', '')}")
-    with Collective(comm, "gather_to_root", None, "uint8", "?", f"root={root}"):
+    with Collective(comm, "gather_to_root", None, "uint8", "?", root=int(root)):
+        signed.check_round_the_ring(comm)
         if comm.rank != root:
-            comm.send(np.array([blob.size], dtype=np.int64), int(root), TAG_COLLECTIVE)
-            comm.send(blob, int(root), TAG_COLLECTIVE)
+            signed.send(comm, np.array([blob.size], dtype=np.int64), int(root))
+            signed.send(comm, blob, int(root))
             return None
         gathered = []
         for source in range(comm.size):
             if source == root:
                 gathered.append(blob.tobytes())
                 continue
-            length = comm.recv(np.zeros(1, dtype=np.int64), source, TAG_COLLECTIVE)
-            buffer = comm.recv(np.empty(int(length[0]), dtype=np.uint8), source, TAG_COLLECTIVE)
+            length = signed.recv(comm, np.zeros(1, dtype=np.int64), source)
+            buffer = signed.recv(comm, np.empty(int(length[0]), dtype=np.uint8), source)
             gathered.append(buffer.tobytes())
         return gathered
 

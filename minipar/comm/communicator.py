@@ -21,10 +21,11 @@ adds the bytes to ``bytes_sent`` and one to ``messages_sent``, so a collective
 built on them is counted for free and a test can check the theory (ring
 all-reduce sends ``2(p-1)/p * N`` elements per rank), and, while a
 ``message_log`` or the trace listens, hands them a record of the message.
-``barrier``, ``split`` and the ``MINIPAR_DEBUG`` fingerprints use uncounted
-internal messages.
+``barrier``, ``split``, the ``MINIPAR_DEBUG`` fingerprints and the collectives'
+signatures (``signature.py``) are uncounted.
 
-Tags. User tags must lie in ``[0, USER_TAG_LIMIT)``; collectives use tags above.
+Tags. User tags must lie in ``[0, USER_TAG_LIMIT)`` (ValueError otherwise); collectives use
+the tags above, so a user's message can never be taken by a collective's receive.
 """
 
 from __future__ import annotations
@@ -54,23 +55,47 @@ class CommTimeoutError(CommError, TimeoutError):
 
 
 class CollectiveMismatchError(CommError, ValueError):
-    """With ``MINIPAR_DEBUG=1``: ranks entered different collectives (or sizes, dtypes): bad input."""
+    """Ranks entered different collectives (or dtypes, lengths, ops, roots): bad input."""
 
 
 class DeadlockError(CommError):
     """Thread backend only: every rank waits for a message nobody can still send."""
 
 
-def timeout_from_env(default: float | None = None) -> float | None:
-    """Seconds from ``MINIPAR_COMM_TIMEOUT`` (unset, empty or 0 -> ``default``)."""
+class MessageSizeError(CommError, ValueError):
+    """A message was longer or shorter than the receive buffer (MPI_ERR_TRUNCATE, or a count)."""
+
+
+class PeerError(CommError):
+    """MPI failed a wait for another reason than the size: the peer may have died or left."""
+
+
+#: Seconds a blocking wait may take by default (PyTorch's process groups also default to 10 min)
+DEFAULT_DEADLINE = 600.0
+NO_DEADLINE = ("0", "inf", "infinity", "none")
+
+
+def timeout_from_env(default: float | None = DEFAULT_DEADLINE) -> float | None:
+    """Seconds from ``MINIPAR_COMM_TIMEOUT``: unset or empty -> ``default``; 0/inf/none -> None."""
     text = os.environ.get("MINIPAR_COMM_TIMEOUT", "").strip()
     if not text:
         return default
+    return check_timeout(text, "MINIPAR_COMM_TIMEOUT")
+
+
+def check_timeout(value: Any, what: str = "timeout") -> float | None:
+    """A deadline in seconds, or None for none (``0``, ``inf``, ``"none"``); ValueError otherwise."""
+    if isinstance(value, str) and value.strip().lower() in NO_DEADLINE:
+        return None
     try:
-        seconds = float(text)
-    except ValueError:
-        raise ValueError(f"MINIPAR_COMM_TIMEOUT must be a number of seconds, got {text!r}") from None
-    return seconds if seconds > 0 else default
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number of seconds (0 or inf: no deadline), got "
+                         f"{value!r}") from None
+    if seconds != seconds or seconds < 0:
+        raise ValueError(f"{what} must be a positive number of seconds (0 or inf: no deadline), "
+                         f"got {value!r}")
+    return None if seconds in (0.0, float("inf")) else seconds
 
 
 def debug_from_env() -> bool:
@@ -140,7 +165,7 @@ class Communicator:
         self.bytes_sent = 0
         self.messages_sent = 0
         self._counter_lock = threading.Lock()
-        self._collective_calls = 0  # numbered for the MINIPAR_DEBUG fingerprint
+        self._collective_calls = 0  # numbered: the signature of every collective call carries it
         self._local = threading.local()  # per-thread scratch buffers for collectives
 
     def __repr__(self) -> str:
@@ -174,10 +199,11 @@ class Communicator:
 
     @staticmethod
     def _check_tag(tag: int) -> None:
-        if type(tag) is int and tag >= 0:
+        if type(tag) is int and 0 <= tag < USER_TAG_LIMIT:
             return
-        if not isinstance(tag, (int, np.integer)) or tag < 0:
-            raise ValueError(f"tag must be a non-negative int, got {tag!r}")
+        if not isinstance(tag, (int, np.integer)) or not 0 <= tag < USER_TAG_LIMIT:
+            raise ValueError(f"tag must be in [0, {USER_TAG_LIMIT}) (the tags above are the "
+                             f"collectives'), got {tag!r}")
 
     # ----- public point-to-point ----------------------------------------------------
     def send(self, array: Any, dest: int, tag: int = 0) -> None:
@@ -225,7 +251,8 @@ class Communicator:
         size = self.size
         if not (type(dest) is int and type(source) is int and 0 <= dest < size
                 and 0 <= source < size and type(sendtag) is int and type(recvtag) is int
-                and sendtag >= 0 and recvtag >= 0):  # slow path: say exactly what is wrong
+                and 0 <= sendtag < USER_TAG_LIMIT and 0 <= recvtag < USER_TAG_LIMIT):
+            # the slow path: say exactly what is wrong
             self._check_peer(dest, "dest")
             self._check_peer(source, "source")
             self._check_tag(sendtag)
@@ -266,6 +293,17 @@ class Communicator:
         send = self._isend(sendbuf, dest, sendtag)
         receive.wait()
         send.wait()
+
+    def _recv_upto(self, box: Any, source: int, tag: int) -> int:
+        """Receive a message of at most ``box.nbytes`` bytes into the uint8 ``box``; its length."""
+        raise NotImplementedError
+
+    def _sendrecv_upto(self, sendbuf: Any, dest: int, box: Any, source: int, tag: int) -> int:
+        """``_sendrecv`` whose receive is a ``_recv_upto`` (both with ``tag``); the length got."""
+        send = self._isend(sendbuf, dest, tag)
+        got = self._recv_upto(box, source, tag)
+        send.wait()
+        return got
 
     def _isend(self, array: Any, dest: int, tag: int) -> Request:
         raise NotImplementedError

@@ -12,11 +12,13 @@ Threads. mpi4py initialises MPI with ``MPI_THREAD_MULTIPLE`` (check with
 ``MPI.Query_thread()``; ``comm.thread_multiple`` records it), so DDP may run
 collectives on a background thread while the main thread computes.
 
-Waiting. With no deadline a wait is a plain ``MPI_Wait``/``Send``/``Recv``,
-during which mpi4py releases the GIL, so other threads keep running while
-MPICH polls. With a deadline (``MINIPAR_COMM_TIMEOUT``) we poll ``Test``:
-about 50 quick tests for low latency, then sleeps growing from 20 us to 1 ms,
-each of which also hands the GIL to the other threads.
+Waiting. Every wait is a plain blocking MPI call (``MPI_Waitall``, ``Send``,
+``Recv``, ``Sendrecv``, ``Barrier``), during which mpi4py releases the GIL, so
+other threads keep running. Deadlines (``MINIPAR_COMM_TIMEOUT``, default 600 s)
+and ranks that leave are watched by a watchdog thread (``watchdog.py``), never
+by polling. An MPI error in a wait becomes a ``CommError`` naming the peer, the
+operation, the tag and the sizes: ``MessageSizeError`` for MPI_ERR_TRUNCATE (a
+message longer than the buffer), ``PeerError`` for anything else.
 
 CuPy arrays are handed to MPI directly when ``MINIPAR_CUDA_AWARE_MPI=1``
 says MPI can read GPU memory; otherwise they are staged through host memory,
@@ -26,23 +28,28 @@ one copy each way. (Written for GPUs; tested only for being skipped here.)
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from typing import Any
 
 import numpy as np
 
+from minipar.comm import watchdog
 from minipar.comm.communicator import (
+    CommError,
     Communicator,
+    MessageSizeError,
+    PeerError,
     Request,
+    check_timeout,
     debug_from_env,
     timeout_from_env,
 )
-from minipar.comm.safety import install_abort_hook, launched_rank_and_size, timeout_error
+from minipar.comm.safety import current_collective, install_abort_hook, launched_rank_and_size
 
 MAX_MESSAGE_BYTES = 2**31 - 1  # MPI counts are C ints; longer messages go in pieces
 
 _world: Communicator | None = None
+_watchdog: watchdog.Watchdog | None = None
 _MPI: Any = None
 
 
@@ -90,19 +97,24 @@ class MPIRequest(Request):
             return
         MPI = _MPI
         statuses = [MPI.Status() for _ in self.requests]
-        if self.comm.timeout is None:
-            MPI.Request.Waitall(self.requests, statuses)  # releases the GIL while MPI polls
-        else:
-            _poll(self.comm, lambda: MPI.Request.Testall(self.requests, statuses), self.verb,
-                  self.peer, self.tag)
+        nbytes = sum(self.expect) if self.expect is not None else self.keep.nbytes
+        slot = watchdog.enter(self.comm, self.verb, self.peer, self.tag, nbytes)
+        try:
+            MPI.Request.Waitall(self.requests, statuses)  # releases the GIL while MPI waits
+        except MPI.Exception as error:
+            failed = [s.Get_error() for s in statuses if s.Get_error() != MPI.SUCCESS]
+            raise self.comm._mpi_error(error, self.verb, self.peer, self.tag, nbytes,
+                                       failed[0] if failed else None) from None
+        finally:
+            slot[0] = 0.0
         self._complete(statuses)
 
     def _complete(self, statuses: list[Any]) -> None:
         """The requests finished with ``statuses``: check the received sizes, run ``finish``."""
         self.done = True
         if self.expect is not None:
-            for status, nbytes in zip(statuses, self.expect):
-                self.comm._check_count(status, nbytes, self.peer, self.tag)
+            for status, expected in zip(statuses, self.expect):
+                self.comm._check_count(status, expected, self.peer, self.tag)
         if self.finish is not None:
             self.finish()
 
@@ -117,21 +129,6 @@ class MPIRequest(Request):
         return True
 
 
-def _poll(comm: MPICommunicator, test: Any, verb: str, peer: int | None, tag: int | None) -> None:
-    """Call ``test()`` until it is True; CommTimeoutError past ``comm.timeout``."""
-    start = time.monotonic()
-    for _ in range(50):  # a quick spin catches small messages with no added latency
-        if test():
-            return
-    pause = 20e-6
-    while not test():
-        waited = time.monotonic() - start
-        if waited > comm.timeout:
-            raise timeout_error(comm, verb, peer, tag, waited)
-        time.sleep(pause)  # releases the GIL for the main thread
-        pause = min(pause * 2, 1e-3)
-
-
 class MPICommunicator(Communicator):
     """A Communicator over an ``mpi4py.MPI.Comm`` (``world()`` wraps COMM_WORLD)."""
 
@@ -142,26 +139,37 @@ class MPICommunicator(Communicator):
         MPI = _mpi()
         super().__init__(
             mpi_comm.Get_rank(), mpi_comm.Get_size(),
-            timeout_from_env() if timeout is None else timeout,
+            timeout_from_env() if timeout is None else check_timeout(timeout),
             debug_from_env() if debug is None else debug,
         )
         self.mpi_comm = mpi_comm
+        self.world_ranks = tuple(MPI.Group.Translate_ranks(  # for the watchdog: who left?
+            mpi_comm.Get_group(), list(range(self.size)), MPI.COMM_WORLD.Get_group()))
         self.thread_multiple = MPI.Query_thread() == MPI.THREAD_MULTIPLE
         self.cuda_aware = os.environ.get("MINIPAR_CUDA_AWARE_MPI", "0") == "1"
 
     def _check_count(self, status: Any, nbytes: int, source: int, tag: int) -> None:
         got = status.Get_count(_MPI.BYTE)
         if got != nbytes:
-            raise ValueError(
+            raise MessageSizeError(
                 f"rank {self.rank} expected {nbytes} bytes from rank {source} (tag {tag}) "
                 f"but the message had {got} bytes: sizes of send and recv buffers must match"
             )
 
-    def _truncated(self, error: Exception, nbytes: int, source: int, tag: int) -> ValueError:
-        return ValueError(
-            f"rank {self.rank}: the message from rank {source} (tag {tag}) is larger than "
-            f"the {nbytes}-byte receive buffer ({error})"
-        )
+    def _mpi_error(self, error: Any, verb: str, peer: int | None, tag: int | None, nbytes: int,
+                   code: int | None = None) -> CommError:
+        """The minipar error for an ``MPI.Exception`` raised by a wait (``code``: from a status)."""
+        MPI = _mpi()
+        code = error.Get_error_code() if code is None else code
+        kind = MPI.Get_error_class(code)
+        if kind == MPI.ERR_TRUNCATE:
+            return MessageSizeError(
+                f"rank {self.rank}: the message from rank {peer} (tag {tag}) is larger than the "
+                f"{nbytes}-byte receive buffer (during {current_collective()})")
+        return PeerError(
+            f"rank {self.rank} of {self.size}: MPI failed to {verb} rank {peer} (tag {tag}, "
+            f"{nbytes} bytes) during {current_collective()}: {MPI.Get_error_string(code)!r} "
+            f"(error class {kind}). Has rank {peer} died or left?")
 
     # ----- sends ------------------------------------------------------------------------
     def _isend(self, array: Any, dest: int, tag: int) -> Request:
@@ -171,10 +179,16 @@ class MPICommunicator(Communicator):
         return MPIRequest(self, requests, "send to", dest, tag, keep=array)
 
     def _send(self, array: Any, dest: int, tag: int) -> None:
-        if self.timeout is not None or _is_cupy(array) or array.nbytes > MAX_MESSAGE_BYTES:
+        if _is_cupy(array) or array.nbytes > MAX_MESSAGE_BYTES:
             self._isend(array, dest, tag).wait()
-        else:  # the fast path: one blocking MPI_Send, GIL released inside
+            return
+        slot = watchdog.enter(self, "send to", dest, tag, array.nbytes)
+        try:  # the fast path: one blocking MPI_Send, GIL released inside
             self.mpi_comm.Send([array, _MPI.BYTE], dest, tag)
+        except _MPI.Exception as error:
+            raise self._mpi_error(error, "send to", dest, tag, array.nbytes) from None
+        finally:
+            slot[0] = 0.0
 
     # ----- receives ---------------------------------------------------------------------
     def _irecv(self, array: Any, source: int, tag: int) -> Request:
@@ -192,32 +206,57 @@ class MPICommunicator(Communicator):
         return MPIRequest(self, requests, "receive from", source, tag, expect, finish)
 
     def _recv(self, array: Any, source: int, tag: int) -> None:
-        if self.timeout is not None or _is_cupy(array) or array.nbytes > MAX_MESSAGE_BYTES:
-            request = self._irecv(array, source, tag)
-        else:  # the fast path: one blocking MPI_Recv
-            status = _MPI.Status()
-            try:
-                self.mpi_comm.Recv([array, _MPI.BYTE], source, tag, status)
-            except _MPI.Exception as error:
-                raise self._truncated(error, array.nbytes, source, tag) from None
-            self._check_count(status, array.nbytes, source, tag)
+        if _is_cupy(array) or array.nbytes > MAX_MESSAGE_BYTES:
+            self._irecv(array, source, tag).wait()
             return
+        got = self._recv_upto(array, source, tag)  # the fast path: one blocking MPI_Recv
+        if got != array.nbytes:
+            raise MessageSizeError(
+                f"rank {self.rank} expected {array.nbytes} bytes from rank {source} (tag {tag}) "
+                f"but the message had {got} bytes: sizes of send and recv buffers must match")
+
+    def _recv_upto(self, box: Any, source: int, tag: int) -> int:
+        MPI = _MPI
+        status = MPI.Status()
+        slot = watchdog.enter(self, "receive from", source, tag, box.nbytes)
         try:
-            request.wait()
-        except _MPI.Exception as error:
-            raise self._truncated(error, array.nbytes, source, tag) from None
+            self.mpi_comm.Recv([box, MPI.BYTE], source, tag, status)
+        except MPI.Exception as error:
+            raise self._mpi_error(error, "receive from", source, tag, box.nbytes) from None
+        finally:
+            slot[0] = 0.0
+        return status.Get_count(MPI.BYTE)
+
+    def _sendrecv_upto(self, sendbuf: Any, dest: int, box: Any, source: int, tag: int) -> int:
+        if type(sendbuf) is not np.ndarray or sendbuf.nbytes > MAX_MESSAGE_BYTES:
+            return super()._sendrecv_upto(sendbuf, dest, box, source, tag)
+        MPI = _MPI
+        status = MPI.Status()
+        slot = watchdog.enter(self, "exchange with", source, tag, box.nbytes)
+        try:
+            self.mpi_comm.Sendrecv([sendbuf, MPI.BYTE], dest, tag, [box, MPI.BYTE], source, tag,
+                                   status)
+        except MPI.Exception as error:
+            raise self._mpi_error(error, "exchange with", source, tag, box.nbytes) from None
+        finally:
+            slot[0] = 0.0
+        return status.Get_count(MPI.BYTE)
 
     def _sendrecv(self, sendbuf: Any, dest: int, recvbuf: Any, source: int, sendtag: int,
                   recvtag: int) -> None:
-        if (self.timeout is None and type(sendbuf) is np.ndarray and type(recvbuf) is np.ndarray
+        if (type(sendbuf) is np.ndarray and type(recvbuf) is np.ndarray
                 and sendbuf.nbytes <= MAX_MESSAGE_BYTES and recvbuf.nbytes <= MAX_MESSAGE_BYTES):
             MPI = _MPI  # the fast path: one MPI_Sendrecv, GIL released inside
             status = MPI.Status()
+            slot = watchdog.enter(self, "exchange with", source, recvtag, recvbuf.nbytes)
             try:
                 self.mpi_comm.Sendrecv([sendbuf, MPI.BYTE], dest, sendtag, [recvbuf, MPI.BYTE],
                                        source, recvtag, status)
             except MPI.Exception as error:
-                raise self._truncated(error, recvbuf.nbytes, source, recvtag) from None
+                raise self._mpi_error(error, "exchange with", source, recvtag,
+                                      recvbuf.nbytes) from None
+            finally:
+                slot[0] = 0.0
             if status.Get_count(MPI.BYTE) != recvbuf.nbytes:
                 self._check_count(status, recvbuf.nbytes, source, recvtag)
         else:
@@ -234,20 +273,22 @@ class MPICommunicator(Communicator):
 
     # ----- collective housekeeping -----------------------------------------------------
     def _barrier(self) -> None:
-        if self.timeout is None:
+        slot = watchdog.enter(self, "reach a barrier with", None, None, 0)
+        try:
             self.mpi_comm.Barrier()
-        else:
-            request = self.mpi_comm.Ibarrier()
-            _poll(self, request.Test, "reach a barrier with", None, None)
+        finally:
+            slot[0] = 0.0
 
     def _split(self, color: int | None, key: int) -> MPICommunicator | None:
         MPI = _mpi()
-        if self.timeout is not None:
-            self._barrier()  # wait with a deadline until every rank arrives; then Split is quick
-        sub = self.mpi_comm.Split(MPI.UNDEFINED if color is None else color, key)
+        slot = watchdog.enter(self, "split the communicator with", None, None, 0)
+        try:
+            sub = self.mpi_comm.Split(MPI.UNDEFINED if color is None else color, key)
+        finally:
+            slot[0] = 0.0
         if sub == MPI.COMM_NULL:
             return None
-        return MPICommunicator(sub, self.timeout, self.debug)
+        return MPICommunicator(sub, self.timeout or 0, self.debug)
 
 
 def world() -> Communicator:
@@ -256,7 +297,8 @@ def world() -> Communicator:
     Tries mpi4py (a plain ``python x.py`` gets a size-1 MPI world); without
     mpi4py, or when MPI cannot start, returns a size-1 thread-backend
     communicator. The same object is returned on every call. Under mpiexec
-    with more than one rank it installs the abort hook (see ``safety.py``).
+    with more than one rank it installs the abort hook (see ``safety.py``) and starts
+    the watchdog (``watchdog.py``).
     """
     global _world
     if _world is not None:
@@ -275,6 +317,8 @@ def world() -> Communicator:
         comm = self_world()
     if comm.size > 1:
         install_abort_hook()
+        global _watchdog
+        _watchdog = watchdog.Watchdog(_MPI)  # deadlines, and ranks that leave (watchdog.py)
         if not getattr(comm, "thread_multiple", True):
             warnings.warn(
                 "MPI was initialised without MPI_THREAD_MULTIPLE: do not call minipar.comm "

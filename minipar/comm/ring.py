@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from minipar.backend import get_array_module
+from minipar.comm import signature as signed
 from minipar.comm._common import (
     chunk_bounds,
     combiner,
@@ -51,7 +52,7 @@ from minipar.comm._common import (
     run_allreduce,
     scratch,
 )
-from minipar.comm.communicator import TAG_COLLECTIVE, Communicator, check_array
+from minipar.comm.communicator import Communicator, check_array
 from minipar.comm.events import at_step
 from minipar.comm.safety import Collective
 
@@ -69,7 +70,7 @@ def ring_allreduce_one_pass(comm: Communicator, flat: Any, op: str = "sum") -> N
         at_step("reduce-scatter", s + 1, p - 1)  # names the step in the message log
         outgoing, mine = chunks[(r - s - 1) % p], chunks[(r - s - 2) % p]
         received = xp.empty_like(mine)
-        comm.sendrecv(outgoing, right, received, left, TAG_COLLECTIVE, TAG_COLLECTIVE)
+        signed.sendrecv(comm, outgoing, right, received, left)
         combine(mine, received, out=mine)
     # After p - 1 steps chunk r on rank r holds all p contributions (for op="mean",
     # divide it here, once: the all-gather then copies the same bits everywhere).
@@ -79,8 +80,7 @@ def ring_allreduce_one_pass(comm: Communicator, flat: Any, op: str = "sum") -> N
     # rank r - 1 straight into place.
     for s in range(p - 1):
         at_step("all-gather", s + 1, p - 1)
-        comm.sendrecv(chunks[(r - s) % p], right, chunks[(r - s - 1) % p], left,
-                      TAG_COLLECTIVE, TAG_COLLECTIVE)
+        signed.sendrecv(comm, chunks[(r - s) % p], right, chunks[(r - s - 1) % p], left)
 
 
 def ring_allreduce(comm: Communicator, array: Any, op: str = "sum", slabs: bool = True) -> Any:

@@ -37,6 +37,7 @@ from minipar.comm.communicator import (
     Communicator,
 )
 from minipar.comm.events import CollectiveCall, collective_listeners, emit_collective, here
+from minipar.comm.signature import Call
 
 
 # ----- which collective is running on this thread -------------------------------------
@@ -58,13 +59,15 @@ class Collective:
     the call's start, end, bytes and messages go to them as a ``CollectiveCall``.
     """
 
-    __slots__ = ("comm", "name", "op", "dtype", "length", "extra", "label", "start", "sent")
+    __slots__ = ("comm", "name", "op", "dtype", "length", "extra", "label", "start", "sent", "root",
+                 "owner")
 
     def __init__(self, comm: Communicator, name: str, op: str | None, dtype: Any, length: Any,
-                 extra: str = "", label: str | None = None) -> None:
+                 extra: str = "", label: str | None = None, root: int = -1) -> None:
         self.comm, self.name, self.op, self.dtype = comm, name, op, dtype
-        self.length, self.extra, self.label = length, extra, label or name
+        self.length, self.extra, self.label, self.root = length, extra, label or name, root
         self.start = 0.0
+        self.owner = False
         if collective_listeners:  # someone reads collective calls: time it, note the counters
             self.start = time.perf_counter()
             self.sent = (comm.bytes_sent, comm.messages_sent)
@@ -76,8 +79,9 @@ class Collective:
             stack = here.stack = []
         stack.append(self.label)
         here.step = None
-        if len(stack) == 1:  # outermost: count it, and check it when debugging
-            comm = self.comm
+        comm = self.comm
+        local = comm._local.__dict__
+        if local.get("call") is None:  # outermost on this communicator: number it, sign it
             comm._collective_calls += 1
             if comm.debug and comm.size > 1:
                 try:
@@ -85,9 +89,14 @@ class Collective:
                 except BaseException:
                     stack.pop()
                     raise
+            local["call"] = Call(comm, self.name, self.op, self.dtype, self.length, self.root,
+                                 self.extra)
+            self.owner = True
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self.owner:
+            self.comm._local.__dict__["call"] = None
         here.stack.pop()
         here.step = None
         if self.start:
@@ -102,6 +111,7 @@ class Collective:
         """``allreduce(op=sum, dtype=float32, length=10, algorithm=ring) call #3``."""
         fields = [f"op={self.op}"] if self.op is not None else []
         fields += [f"dtype={self.dtype}", f"length={self.length}"]
+        fields += [f"root={self.root}"] if self.root >= 0 else []
         fields += [self.extra] if self.extra else []
         return f"{self.name}({', '.join(fields)}) call #{self.comm._collective_calls}"
 

@@ -34,7 +34,9 @@ from minipar.comm.communicator import (
     TAG_INTERNAL,
     Communicator,
     DeadlockError,
+    MessageSizeError,
     Request,
+    check_timeout,
     debug_from_env,
     timeout_from_env,
 )
@@ -205,6 +207,17 @@ class LocalCommunicator(Communicator):
         key = (self.context, source, self.rank, tag)
         return _LocalRecvRequest(self, array, key, self.world.claim(key), source, tag)
 
+    def _recv_upto(self, box: Any, source: int, tag: int) -> int:
+        key = (self.context, source, self.rank, tag)
+        message = self.world.take(self, key, self.world.claim(key), source, tag)
+        raw = message.reshape(-1).view(np.uint8)
+        if raw.size > box.nbytes:
+            raise MessageSizeError(
+                f"rank {self.rank}: the message from rank {source} (tag {tag}) has {raw.size} "
+                f"bytes, more than the {box.nbytes}-byte receive buffer")
+        box[: raw.size] = raw
+        return raw.size
+
     def _barrier(self) -> None:
         # Dissemination barrier: in round k rank r signals r + 2^k and hears from r - 2^k;
         # after ceil(log2 p) rounds everyone has (indirectly) heard from everyone.
@@ -241,7 +254,8 @@ class LocalCommunicator(Communicator):
 
 def self_world() -> LocalCommunicator:
     """A size-1 communicator (what ``world()`` gives when MPI is not available)."""
-    return LocalCommunicator(_LocalWorld(1), ("world",), (0,), 0, timeout_from_env(), debug_from_env())
+    return LocalCommunicator(_LocalWorld(1), ("world",), (0,), 0, timeout_from_env(),
+                             debug_from_env())
 
 
 def run_local(
@@ -254,15 +268,17 @@ def run_local(
     """Run ``fn(comm)`` on ``world_size`` ranks, each a thread; return results by rank.
 
     ``timeout``: seconds any single wait may block (default ``MINIPAR_COMM_TIMEOUT``
-    or 60 s) before ``CommTimeoutError``. ``debug``: fingerprint every collective
+    or 60 s; 0 or inf: no deadline) before ``CommTimeoutError``. ``debug``: fingerprint every collective
     (default ``MINIPAR_DEBUG``). If any rank raises, the other ranks are woken
     and stopped, and the exception of the lowest failing rank is re-raised here
     with a note saying which rank raised it.
     """
-    if not isinstance(world_size, (int, np.integer)) or world_size < 1:
+    if isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer)):
+        raise TypeError(f"world_size must be an int, got {type(world_size).__name__} {world_size!r}")
+    if world_size < 1:
         raise ValueError(f"world_size must be a positive int, got {world_size!r}")
-    if timeout is None:
-        timeout = timeout_from_env(DEFAULT_TIMEOUT)
+    world_size = int(world_size)
+    timeout = timeout_from_env(DEFAULT_TIMEOUT) if timeout is None else check_timeout(timeout)
     if debug is None:
         debug = debug_from_env()
     world = _LocalWorld(world_size)
@@ -294,7 +310,7 @@ def run_local(
             while thread.is_alive():
                 thread.join(0.05)  # short joins keep Ctrl-C working in notebooks
                 if world.failed_rank is not None:
-                    thread.join(timeout)  # give it its deadline to notice, then move on
+                    thread.join(timeout or DEFAULT_TIMEOUT)  # time to notice, then move on
                     break
     except BaseException:
         world.abort(-1)  # KeyboardInterrupt: wake every rank so the threads end

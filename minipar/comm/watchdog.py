@@ -1,0 +1,137 @@
+"""Never hangs: a watchdog thread that watches every blocking MPI wait of this process.
+
+Waits stay plain blocking MPI calls (``MPI_Recv``, ``MPI_Waitall``,
+``MPI_Sendrecv``, ``MPI_Barrier``): a communication thread blocks inside MPI
+and keeps its overlap. Before it blocks, a thread writes what it waits for
+into its slot (``enter``: start time, communicator, verb, peer, tag, bytes)
+and clears the start when done -- a few list assignments, no lock. One
+daemon thread per process wakes every ``PERIOD`` seconds and reads the slots:
+
+- **Deadline.** A wait older than its communicator's ``timeout``
+  (``MINIPAR_COMM_TIMEOUT``, default 600 s; 0 or inf: none) ends the job:
+  the watchdog prints ``CommTimeoutError`` naming this rank, the peer, the
+  operation, the tag, the bytes and the collective, then calls ``MPI_Abort``.
+- **Departures.** When a rank's interpreter ends (its script returns, or
+  ``sys.exit(n)`` with any n), an ``atexit`` hook sends every other rank a
+  goodbye on a duplicated communicator of its own (so it can never be taken
+  for data), then the rank enters ``MPI_Finalize`` -- which in MPICH waits for
+  the others, so a rank still waiting on it would wait forever. The rule: a
+  wait on a rank that has left, still blocked ``GRACE`` seconds after both the
+  departure and the wait's start, ends the job naming the rank that left.
+  Ranks that finish at different times are no error: a message sent before
+  leaving is already here, so its wait completes within the grace.
+  (``os._exit`` and signals skip atexit; MPICH's launcher ends those jobs.)
+
+Under thread ranks (``run_local``) the waits are Condition waits with a
+timeout instead (``thread_backend.py``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from minipar.comm.events import here
+
+PERIOD = 0.25  # seconds between the watchdog's looks
+GRACE = 2.0  # seconds a wait on a departed rank may still take (its last messages arrive)
+TAG_GOODBYE = 1
+
+_slots: dict[int, list] = {}  # thread ident -> [start, comm, verb, peer, tag, nbytes, stack]
+_mine = threading.local()
+
+
+def enter(comm: Any, verb: str, peer: int | None, tag: int | None, nbytes: int) -> list:
+    """Note that this thread now blocks; the caller sets ``slot[0] = 0.0`` when it returns."""
+    try:
+        slot = _mine.slot
+    except AttributeError:
+        slot = _mine.slot = [0.0, None, "", None, None, 0, None]
+        _slots[threading.get_ident()] = slot
+    slot[1] = comm
+    slot[2] = verb
+    slot[3] = peer
+    slot[4] = tag
+    slot[5] = nbytes
+    slot[6] = getattr(here, "stack", None)
+    slot[0] = time.monotonic()  # last: the watchdog reads a slot only once this is set
+    return slot
+
+
+def describe_wait(slot: list, waited: float) -> str:
+    """``rank 0 of 3 waited 2.1 s to receive from rank 1 (tag 30001, 32 bytes) during allreduce``."""
+    _, comm, verb, peer, tag, nbytes, stack = slot
+    who = f"rank {peer}" if peer is not None else "the other ranks"
+    details = ", ".join(([f"tag {tag}"] if tag is not None else []) + [f"{nbytes} bytes"])
+    during = " > ".join(stack) if stack else "point-to-point (no collective)"
+    return (f"rank {comm.rank} of {comm.size} waited {waited:.1f} s to {verb} {who} ({details}) "
+            f"during {during}")
+
+
+class Watchdog:
+    """The process's watchdog: deadlines of in-flight waits, and goodbyes from other ranks."""
+
+    def __init__(self, MPI: Any) -> None:
+        self.MPI = MPI
+        world = MPI.COMM_WORLD
+        self.rank, self.size = world.Get_rank(), world.Get_size()
+        self.control = world.Dup()  # collective: every rank creates its watchdog in world()
+        self.notes = {r: np.zeros(1, dtype=np.int64) for r in range(self.size) if r != self.rank}
+        self.pending = {r: self.control.Irecv(note, r, TAG_GOODBYE) for r, note in self.notes.items()}
+        self.departed: dict[int, float] = {}
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="minipar-watchdog", daemon=True)
+        self.thread.start()
+        atexit.register(self.goodbye)
+
+    def _run(self) -> None:
+        while not self.stopping.wait(PERIOD):
+            for rank, request in list(self.pending.items()):
+                if request.Test():
+                    del self.pending[rank]
+                    self.departed[rank] = time.monotonic()
+            self.check(time.monotonic())
+
+    def check(self, now: float) -> None:
+        for slot in list(_slots.values()):
+            start, comm, peer = slot[0], slot[1], slot[3]
+            if not start:
+                continue
+            if comm.timeout is not None and now - start > comm.timeout:
+                self.abort(f"CommTimeoutError: {describe_wait(slot, now - start)}; deadline is "
+                           f"{comm.timeout} s (MINIPAR_COMM_TIMEOUT). Is that rank stuck, dead, or "
+                           "calling something else?")
+            peers = comm.world_ranks if peer is None else (comm.world_ranks[peer],)
+            for other in peers:
+                left = self.departed.get(other)
+                if left is not None and now - max(start, left) > GRACE and slot[0] == start:
+                    self.abort(f"rank {other} left the job (its script ended or called sys.exit) "
+                               f"while {describe_wait(slot, now - start)}")
+
+    def abort(self, text: str) -> None:
+        sys.stderr.write(f"minipar: {text}; aborting every rank (MPI_Abort)\n")
+        sys.stderr.flush()
+        time.sleep(0.25)  # let mpiexec forward the message
+        try:
+            self.MPI.COMM_WORLD.Abort(1)
+        finally:
+            os._exit(1)
+
+    def goodbye(self) -> None:
+        """atexit: tell every other rank this one leaves; cancel the goodbyes not received."""
+        self.stopping.set()
+        self.thread.join()
+        MPI = self.MPI
+        if MPI.Is_finalized():
+            return
+        note = np.zeros(1, dtype=np.int64)
+        sends = [self.control.Isend(note, r, TAG_GOODBYE) for r in self.notes]
+        for request in self.pending.values():
+            request.Cancel()
+        MPI.Request.Waitall(list(self.pending.values()) + sends)
