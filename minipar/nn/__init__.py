@@ -1,17 +1,51 @@
-"""Layers and losses in PyTorch's names (``minipar.nn``, ``minipar.nn.functional``)."""
+"""Layers and losses in PyTorch's names (``minipar.nn``, ``minipar.nn.functional``, ``minipar.nn.init``).
 
-from minipar.nn import functional
+``nn.SyncBatchNorm`` lives in ``minipar/parallel/sync_batchnorm.py`` (it talks to a
+communicator) and is looked up lazily here, by the module ``__getattr__`` below, so
+importing ``minipar.nn`` never imports ``parallel`` or ``comm`` (DESIGN.md, Layout).
+"""
+
+from typing import Any
+
+from minipar.nn import functional, init
 from minipar.nn.activation import GELU, Flatten, ReLU, Sigmoid, Tanh
-from minipar.nn.containers import Sequential
+from minipar.nn.avg_pooling import AdaptiveAvgPool2d, AvgPool2d
+from minipar.nn.batchnorm import BatchNorm1d, BatchNorm2d
+from minipar.nn.containers import Identity, ModuleDict, ModuleList, Sequential
 from minipar.nn.conv import Conv2d
 from minipar.nn.dropout import Dropout
 from minipar.nn.embedding import Embedding
 from minipar.nn.linear import Linear
+from minipar.nn.loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
 from minipar.nn.module import Module, Parameter
 from minipar.nn.normalization import LayerNorm
 from minipar.nn.pooling import MaxPool2d
+from minipar.nn.rectifiers import LeakyReLU, SiLU
+from minipar.nn.softmax import LogSoftmax, Softmax
+
+_LAZY = {"SyncBatchNorm": "minipar.parallel.sync_batchnorm"}  # upward re-exports (DESIGN.md)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'minipar.nn' has no attribute {name!r}")
+
 
 __all__ = [
-    "Conv2d", "Dropout", "Embedding", "Flatten", "GELU", "LayerNorm", "Linear", "MaxPool2d", "Module",
-    "Parameter", "ReLU", "Sequential", "Sigmoid", "Tanh", "functional",
+    "AdaptiveAvgPool2d", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "BatchNorm1d", "BatchNorm2d",
+    "Conv2d", "CrossEntropyLoss", "Dropout", "Embedding", "Flatten", "GELU", "Identity", "L1Loss",
+    "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax", "MSELoss", "MaxPool2d", "Module", "ModuleDict",
+    "ModuleList", "NLLLoss", "Parameter", "ReLU", "Sequential", "SiLU", "Sigmoid", "SmoothL1Loss",
+    "Softmax", "SyncBatchNorm", "Tanh", "functional", "init",
 ]
