@@ -132,7 +132,7 @@ def test_cross_entropy_bad_targets_say_what_was_expected():
         F.cross_entropy(logits, np.array([0, 1, 2]))
     with pytest.raises(ValueError, match=r"targets of shape \(\) for logits \(4,\), got \(4,\)"):
         F.cross_entropy(t(4), np.array([0, 1, 2, 0]))  # (C,) logits are one unbatched sample, as torch
-    with pytest.raises(ValueError, match=r"input of shape \(C,\), \(N, C\) or \(N, C, d1, ...\), got shape \(\)"):
+    with pytest.raises(ValueError, match=r"\(N, C\) or \(N, C, d1, ...\), got shape \(\)"):
         F.cross_entropy(minipar.tensor(1.0), np.array(0))
 
 
