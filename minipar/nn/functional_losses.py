@@ -53,10 +53,10 @@ def _reduce_rows(losses: Any, reduction: str, denominator: Any) -> Any:
     return xp.asarray(total, dtype=losses.dtype)
 
 
-def _picked_weights(targets: Any, weight: Any, ignore_index: int, dtype: Any) -> tuple[Any, Any, Any]:
+def _picked_weights(targets: Any, weight: Any, ignore_index: int | None, dtype: Any) -> tuple[Any, Any, Any]:
     """(safe targets, w[y_i] with 0 on ignored rows, kept-row mask) for index targets."""
     xp = get_array_module(targets)
-    kept = targets != ignore_index
+    kept = xp.ones(targets.shape, dtype=bool) if ignore_index is None else targets != ignore_index
     safe = xp.where(kept, targets, 0)
     picked = kept.astype(dtype) if weight is None else weight[safe] * kept
     return safe, picked, kept
@@ -80,6 +80,11 @@ class CrossEntropyFunction(Function):
             ctx.denominator = rows
             ctx.save_for_backward(log_probs, q, targets)
             return _reduce_rows(losses, reduction, rows)
+        if ignore_index is None and weight is None and not smoothing:  # the everyday case: -log p[y]
+            losses = -log_probs[xp.arange(rows), targets]
+            ctx.denominator = rows
+            ctx.save_for_backward(log_probs, targets)
+            return _reduce_rows(losses, reduction, rows)
         safe, picked, kept = _picked_weights(targets, weight, ignore_index, logits.dtype)
         losses = -log_probs[xp.arange(rows), safe] * picked  # (M,)
         if smoothing:
@@ -96,10 +101,17 @@ class CrossEntropyFunction(Function):
         xp = get_array_module(grad)
         log_probs = ctx.saved_tensors[0]
         rows, classes = log_probs.shape
-        with xp.errstate(invalid="ignore", divide="ignore"):
-            scale = _row_scale(grad, ctx.reduction, ctx.denominator, rows)  # (M,)
         eps, weight = ctx.smoothing, ctx.weight
         grad_logits = xp.exp(log_probs)  # softmax p, a fresh array we may write into
+        if len(ctx.saved_tensors) == 2:  # the everyday case: (p - onehot(y)) * dLoss/dl_i
+            grad_logits[xp.arange(rows), ctx.saved_tensors[1]] -= 1
+            if ctx.reduction == "none":
+                grad_logits *= grad[:, None]
+            else:
+                grad_logits *= grad / rows if ctx.reduction == "mean" else grad
+            return grad_logits, None, None, None, None, None
+        with xp.errstate(invalid="ignore", divide="ignore"):
+            scale = _row_scale(grad, ctx.reduction, ctx.denominator, rows)  # (M,)
         if len(ctx.saved_tensors) == 3:  # probabilities: p * sum_c q - q
             _, q, targets = ctx.saved_tensors
             grad_logits *= (scale * q.sum(axis=1))[:, None]
@@ -176,7 +188,8 @@ def _class_weight(weight: Any, classes: int, dtype: Any, xp: Any, who: str) -> A
 
 
 def _index_targets(input: Tensor, targets: Any, ignore_index: int, who: str, what: str) -> Any:
-    """Integer targets of ``input``'s shape without the class dimension, values checked."""
+    """Integer targets of ``input``'s shape without the class dimension, values checked, flattened;
+    and whether any of them equals ``ignore_index``."""
     classes = input.shape[0] if input.ndim == 1 else input.shape[1]
     expected = () if input.ndim == 1 else (input.shape[0], *input.shape[2:])
     if targets.dtype.kind not in "iu":
@@ -190,13 +203,15 @@ def _index_targets(input: Tensor, targets: Any, ignore_index: int, who: str, wha
             f"{tuple(input.shape)}, got {tuple(targets.shape)}"
         )
     flat = targets.reshape(-1)
+    if flat.size and 0 <= flat.min() and flat.max() < classes:  # all in range: ignored ones only if
+        return flat, bool(0 <= ignore_index < classes and (flat == ignore_index).any())  # in range
     kept = flat[flat != ignore_index]
     if kept.size and (kept.min() < 0 or kept.max() >= classes):
         raise ValueError(
             f"{who} targets must lie in [0, {classes}), got values from {int(kept.min())} to "
             f"{int(kept.max())} (ignore_index={ignore_index} aside)"
         )
-    return flat
+    return flat, kept.size < flat.size
 
 
 def _check_input(input: Any, who: str) -> None:
@@ -232,9 +247,10 @@ def cross_entropy(input: Tensor, target: Any, weight: Any = None, size_average: 
                                             ignore_index, float(label_smoothing), reduction)
         out_shape = () if input.ndim == 1 else (input.shape[0], *input.shape[2:])
     else:
-        flat = _index_targets(input, target_array, ignore_index, "cross_entropy",
-                              f" (probability targets must have the logits' shape {tuple(input.shape)})")
-        losses = CrossEntropyFunction.apply(rows, flat, class_weight, ignore_index,
+        flat, any_ignored = _index_targets(
+            input, target_array, ignore_index, "cross_entropy",
+            f" (probability targets must have the logits' shape {tuple(input.shape)})")
+        losses = CrossEntropyFunction.apply(rows, flat, class_weight, ignore_index if any_ignored else None,
                                             float(label_smoothing), reduction)
         out_shape = tuple(target_array.shape)
     if reduction == "none" and tuple(losses.shape) != out_shape:
@@ -251,7 +267,7 @@ def nll_loss(input: Tensor, target: Any, weight: Any = None, size_average: Any =
     classes = input.shape[0] if input.ndim == 1 else input.shape[1]
     class_weight = _class_weight(weight, classes, input.dtype, xp, "nll_loss")
     target_array = xp.asarray(_array(target))
-    flat = _index_targets(input, target_array, ignore_index, "nll_loss", "")
+    flat, _ = _index_targets(input, target_array, ignore_index, "nll_loss", "")
     losses = NLLFunction.apply(_rows(input, classes), flat, class_weight, ignore_index, reduction)
     if reduction == "none" and tuple(losses.shape) != tuple(target_array.shape):
         losses = losses.reshape(tuple(target_array.shape))
