@@ -130,8 +130,10 @@ def test_cross_entropy_bad_targets_say_what_was_expected():
         F.cross_entropy(logits, np.array([0.0, 1.0, 2.0, 1.0]))
     with pytest.raises(ValueError, match=r"targets of shape \(4,\).*got \(3,\)"):
         F.cross_entropy(logits, np.array([0, 1, 2]))
-    with pytest.raises(ValueError, match=r"logits of shape \(N, C\), got \(4,\)"):
-        F.cross_entropy(t(4), np.array([0, 1, 2, 0]))
+    with pytest.raises(ValueError, match=r"targets of shape \(\) for logits \(4,\), got \(4,\)"):
+        F.cross_entropy(t(4), np.array([0, 1, 2, 0]))  # (C,) logits are one unbatched sample, as torch
+    with pytest.raises(ValueError, match=r"\(N, C\) or \(N, C, d1, ...\), got shape \(\)"):
+        F.cross_entropy(minipar.tensor(1.0), np.array(0))
 
 
 def test_mse_loss_refuses_silent_broadcasting():

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from minipar.backend import to_device
+from minipar.backend import device_of, to_device
 from minipar.tensor import Tensor
 
 
@@ -48,17 +48,43 @@ class Module:
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        """Register Parameters and Modules by name, as PyTorch does.
+
+        Re-assigning a name that is already registered keeps its place in the
+        table (``layer.weight = Parameter(...)`` stays first in ``named_parameters()``,
+        as PyTorch's OrderedDict does); a buffer name takes a new array (or None).
+        """
         if "_parameters" not in self.__dict__:
             raise RuntimeError(
                 f"{type(self).__name__}.__init__ must call super().__init__() before "
                 f"assigning attributes (assigning {name!r})"
             )
-        for table in (self._parameters, self._buffers, self._modules):
-            table.pop(name, None)
+        parameters, buffers, modules = self._parameters, self._buffers, self._modules
         if isinstance(value, Parameter):
-            self._parameters[name] = value
+            buffers.pop(name, None)
+            modules.pop(name, None)
+            parameters[name] = value  # an existing key keeps its position
         elif isinstance(value, Module):
-            self._modules[name] = value
+            parameters.pop(name, None)
+            buffers.pop(name, None)
+            modules[name] = value
+        elif name in parameters:
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} as parameter {name!r} of "
+                    f"{type(self).__name__} (nn.Parameter or None expected)"
+                )
+            del parameters[name]
+        elif name in modules:
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} as child module {name!r} of "
+                    f"{type(self).__name__} (nn.Module or None expected)"
+                )
+            del modules[name]
+        elif name in buffers:
+            buffers[name] = value.array if isinstance(value, Tensor) else value
+            value = buffers[name]
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
@@ -67,7 +93,18 @@ class Module:
         object.__delattr__(self, name)
 
     def register_buffer(self, name: str, array: Any) -> None:
-        """State that is not a parameter (no gradient) but is saved and broadcast."""
+        """State that is not a parameter (no gradient) but is saved and broadcast.
+
+        ``array`` is an ndarray (a Tensor's array is kept) or None: a None buffer
+        is a declared slot that is neither saved nor loaded (BatchNorm's running
+        statistics with ``track_running_stats=False``).
+        """
+        if isinstance(array, Tensor):
+            array = array.array
+        if array is not None and not hasattr(array, "dtype"):
+            raise TypeError(f"buffer {name!r} must be an array or None, got {type(array).__name__}")
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
         self._buffers[name] = array
         object.__setattr__(self, name, array)
 
@@ -110,7 +147,8 @@ class Module:
     def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
         for module_name, module in self.named_modules(prefix):
             for name, buffer in module._buffers.items():
-                yield (f"{module_name}.{name}" if module_name else name), buffer
+                if buffer is not None:
+                    yield (f"{module_name}.{name}" if module_name else name), buffer
 
     # ----- modes, gradients, devices -------------------------------------------
     def train(self, mode: bool = True) -> Module:
@@ -141,7 +179,8 @@ class Module:
                 if param.grad is not None:
                     param.grad.array = fn(param.grad.array)
             for name, buffer in list(module._buffers.items()):
-                module.register_buffer(name, fn(buffer))
+                if buffer is not None:
+                    module.register_buffer(name, fn(buffer))
         return self
 
     def to(self, device_or_dtype: Any) -> Module:
@@ -198,12 +237,19 @@ class Module:
             elif name in buffers:
                 module = buffers[name]
                 local = name.rsplit(".", 1)[-1]
-                module.register_buffer(local, np.array(array, dtype=module._buffers[local].dtype))
+                current = module._buffers[local]
+                if tuple(array.shape) != tuple(current.shape):
+                    raise ValueError(
+                        f"{name}: expected shape {tuple(current.shape)}, got {tuple(array.shape)}"
+                    )
+                host = np.array(to_device(array, "cpu"), dtype=current.dtype)  # a copy
+                module.register_buffer(local, to_device(host, device_of(current)))
 
     def _buffer_owners(self) -> Iterator[tuple[str, Module]]:
         for module_name, module in self.named_modules():
-            for name in module._buffers:
-                yield (f"{module_name}.{name}" if module_name else name), module
+            for name, buffer in module._buffers.items():
+                if buffer is not None:
+                    yield (f"{module_name}.{name}" if module_name else name), module
 
     # ----- printing -----------------------------------------------------------------
     def extra_repr(self) -> str:

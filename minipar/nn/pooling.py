@@ -30,7 +30,7 @@ from minipar.nn.module import Module
 from minipar.tensor import Tensor
 
 
-def _offset_slices(kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple[int, int]) -> list[Any]:
+def offset_slices(kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple[int, int]) -> list[Any]:
     """Index of window element (u, v) for all windows, for each (u, v) in row-major order."""
     (kh, kw), (sh, sw), (out_h, out_w) = kernel, stride, out_hw
     return [(slice(None), slice(None), slice(u, u + sh * out_h, sh), slice(v, v + sw * out_w, sw))
@@ -42,7 +42,7 @@ class MaxPool2dFunction(Function):
     def forward(ctx: Any, x: Any, kernel: tuple[int, int], stride: tuple[int, int]) -> Any:
         xp = get_array_module(x)
         out_hw = ((x.shape[2] - kernel[0]) // stride[0] + 1, (x.shape[3] - kernel[1]) // stride[1] + 1)
-        slices = _offset_slices(kernel, stride, out_hw)
+        slices = offset_slices(kernel, stride, out_hw)
         best = x[slices[0]].copy()  # (N, C, Ho, Wo)
         argmax = xp.zeros(best.shape, dtype=np.int32)  # which offset holds the first maximum
         for offset, index in enumerate(slices[1:], start=1):
