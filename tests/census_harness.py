@@ -92,8 +92,9 @@ def make_env(lib: Any, workdir: Path) -> dict[str, Any]:
     name = lib.__name__
     nn = importlib.import_module(f"{name}.nn")
     optim = importlib.import_module(f"{name}.optim")
+    schedulers = importlib.import_module(f"{name}.optim.lr_scheduler")
     env: dict[str, Any] = {"t": lib, "nn": nn, "F": importlib.import_module(f"{name}.nn.functional"),
-                           "optim": optim, "lr_scheduler": importlib.import_module(f"{name}.optim.lr_scheduler"),
+                           "optim": optim, "lr_scheduler": schedulers,
                            "np": np, "path": str(workdir / f"{name}_state.pt"), "modules": []}
     for key, array in ARRAYS.items():
         env[key] = lib.tensor(array.copy(), requires_grad=key in FLOAT_INPUTS)
