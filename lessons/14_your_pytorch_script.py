@@ -9,9 +9,10 @@ PyTorch examples and tutorials teach: a small CNN on the 8x8 digits, a
 ``TensorDataset`` in a ``DataLoader`` fed by a ``DistributedSampler``, SGD with a
 ``StepLR`` schedule, the model wrapped in ``DistributedDataParallel``, a test pass
 whose counts are summed with ``dist.all_reduce``, the device picked by
-``torch.cuda.is_available()`` and everything moved with ``.to(device)``. Swap the
-imports back to ``import torch`` (and ``load_digits`` for any source of arrays)
-and it runs under PyTorch unchanged.
+``torch.cuda.is_available()`` and everything moved with ``.to(device)``. It is
+written to run under PyTorch with the imports swapped back to ``import torch`` (and
+``load_digits`` replaced by any source of arrays) and the lines marked "minipar only"
+left out.
 
 Under minipar nothing is hidden: every collective is minipar's own, built from
 point-to-point messages, and counted. The last lines (marked: the only minipar
