@@ -110,6 +110,7 @@ for _old, _new in {
     "minipar.parallel.snapshot": "minipar.snapshot.sharded",
     "minipar.profiler": "minipar.observe.profiler",
     "minipar.nn.parallel": "minipar.parallel.data_parallel",
+    "minipar.nn.utils": "minipar.nn.clip_grad",
     "minipar.bottleneck": "minipar.observe.bottleneck",
 }.items():
     alias(_old, _new)

@@ -50,6 +50,10 @@ def __getattr__(name: str) -> object:
         from minipar.parallel.data_parallel.dataparallel import DataParallel
 
         return DataParallel
+    if name == "utils":
+        from minipar.nn import clip_grad
+
+        return clip_grad
     if name == "parallel":
         import importlib
 
