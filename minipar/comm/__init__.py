@@ -41,6 +41,8 @@ from minipar.comm.collectives import (
     tree_allreduce,
 )
 from minipar.comm.communicator import (
+    ANY_SOURCE,
+    ANY_TAG,
     USER_TAG_LIMIT,
     CollectiveMismatchError,
     CommError,
@@ -48,6 +50,7 @@ from minipar.comm.communicator import (
     Communicator,
     DeadlockError,
     Request,
+    Status,
     require_communicator,
 )
 from minipar.comm.events import CollectiveCall, Message, add_observer, message_log, remove_observer
@@ -60,6 +63,7 @@ if (launched_rank_and_size() or (0, 1))[1] > 1:  # started by mpiexec with sever
     install_abort_hook()
 
 __all__ = [
+    "ANY_SOURCE", "ANY_TAG", "Status",
     "AUTO_SMALL_BYTES", "USER_TAG_LIMIT", "CollectiveCall", "CollectiveMismatchError", "CommError",
     "CommTimeoutError", "Communicator", "DeadlockError", "LocalCommunicator", "MPICommunicator",
     "Message", "Request", "add_observer", "allgather", "allreduce", "broadcast", "chunk_bounds",

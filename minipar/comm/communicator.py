@@ -26,12 +26,19 @@ signatures (``signature.py``) are uncounted.
 
 Tags. User tags must lie in ``[0, USER_TAG_LIMIT)`` (ValueError otherwise); collectives use
 the tags above, so a user's message can never be taken by a collective's receive.
+
+Wildcards. ``recv(array, ANY_SOURCE, tag)`` takes the next matching message from
+whichever rank sent one (``ANY_TAG``: whatever its tag), as MPI's wildcards do,
+and returns a ``Status`` saying where it came from: a parameter server takes
+pushes in the order workers send them. Messages from one sender still arrive
+in the order it sent them.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,6 +51,17 @@ USER_TAG_LIMIT = 30000
 TAG_COLLECTIVE = USER_TAG_LIMIT + 1  # every message of a collective
 TAG_FINGERPRINT = USER_TAG_LIMIT + 2  # MINIPAR_DEBUG checks before a collective
 TAG_INTERNAL = USER_TAG_LIMIT + 3  # barrier and split on the thread backend
+ANY_SOURCE = -1  # recv(array, ANY_SOURCE, tag): from whichever rank sends first
+ANY_TAG = -1  # recv(array, source, ANY_TAG): whatever the tag
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What a wildcard ``recv`` received: the sender's rank, the message's tag and size."""
+
+    source: int
+    tag: int
+    nbytes: int
 
 
 class CommError(RuntimeError):
@@ -215,12 +233,26 @@ class Communicator:
         self._send(array, dest, tag)
 
     def recv(self, array: Any, source: int, tag: int = 0) -> Any:
-        """Receive from rank ``source`` into the preallocated ``array``; returns it."""
+        """Receive from rank ``source`` into the preallocated ``array``; returns it.
+
+        With ``source=ANY_SOURCE`` or ``tag=ANY_TAG`` it returns a ``Status``
+        (``source``, ``tag``, ``nbytes`` of the message that arrived) instead.
+        """
         check_array(array, "recv", writeable=True)
+        if source == ANY_SOURCE or tag == ANY_TAG:
+            return self._recv_matching(array, source, tag)
         self._check_peer(source, "source")
         self._check_tag(tag)
         self._recv(array, source, tag)
         return array
+
+    def _recv_matching(self, array: Any, source: int, tag: int) -> Status:
+        """``recv`` with a wildcard: check the specific half, let the backend match."""
+        if source != ANY_SOURCE:
+            self._check_peer(source, "source")
+        if tag != ANY_TAG:
+            self._check_tag(tag)
+        return self._recv_any(array, int(source), int(tag))
 
     def isend(self, array: Any, dest: int, tag: int = 0) -> Request:
         """Start sending; do not modify ``array`` until ``wait()`` returns."""
@@ -304,6 +336,9 @@ class Communicator:
         got = self._recv_upto(box, source, tag)
         send.wait()
         return got
+    def _recv_any(self, array: Any, source: int, tag: int) -> Status:
+        """Blocking receive where ``source`` may be ANY_SOURCE and ``tag`` ANY_TAG."""
+        raise NotImplementedError(f"{type(self).__name__} has no wildcard receive")
 
     def _isend(self, array: Any, dest: int, tag: int) -> Request:
         raise NotImplementedError

@@ -35,11 +35,14 @@ import numpy as np
 
 from minipar.comm import watchdog
 from minipar.comm.communicator import (
+    ANY_SOURCE,
+    ANY_TAG,
     CommError,
     Communicator,
     MessageSizeError,
     PeerError,
     Request,
+    Status,
     check_timeout,
     debug_from_env,
     timeout_from_env,
@@ -241,6 +244,31 @@ class MPICommunicator(Communicator):
         finally:
             slot[0] = 0.0
         return status.Get_count(MPI.BYTE)
+
+    def _recv_any(self, array: Any, source: int, tag: int) -> Status:
+        """A wildcard receive: MPI matches it (``MPI.ANY_SOURCE``/``ANY_TAG``), its status says whence."""
+        MPI = _MPI
+        if array.nbytes > MAX_MESSAGE_BYTES:
+            raise ValueError(f"a wildcard recv takes at most {MAX_MESSAGE_BYTES} bytes in one message, "
+                             f"got a {array.nbytes}-byte buffer")
+        target = array
+        if _is_cupy(array) and not self.cuda_aware:
+            target = np.empty(array.nbytes, dtype=np.uint8)  # staged through host memory
+        mpi_source = MPI.ANY_SOURCE if source == ANY_SOURCE else source
+        mpi_tag = MPI.ANY_TAG if tag == ANY_TAG else tag
+        status = MPI.Status()
+        peer, which = (None if source == ANY_SOURCE else source), (None if tag == ANY_TAG else tag)
+        slot = watchdog.enter(self, "receive from", peer, which, array.nbytes)  # blocking, watched
+        try:
+            self.mpi_comm.Recv([target, MPI.BYTE], mpi_source, mpi_tag, status)
+        except MPI.Exception as error:
+            raise self._mpi_error(error, "receive from", peer, which, array.nbytes) from None
+        finally:
+            slot[0] = 0.0
+        self._check_count(status, array.nbytes, status.Get_source(), status.Get_tag())
+        if target is not array:
+            array.reshape(-1).view(np.uint8).set(target)
+        return Status(status.Get_source(), status.Get_tag(), status.Get_count(MPI.BYTE))
 
     def _sendrecv(self, sendbuf: Any, dest: int, recvbuf: Any, source: int, sendtag: int,
                   recvtag: int) -> None:

@@ -16,6 +16,12 @@ through mailboxes, one per (context, source, dest, tag), kept in one
   exception ends one rank the world is aborted and the ranks waiting in
   ``recv`` wake up and stop; when every rank waits for a message nobody can
   still send, the last one to wait raises ``DeadlockError`` at once.
+- Wildcards (``recv(array, ANY_SOURCE, ANY_TAG)``, ``take_any``): every
+  message gets an arrival stamp, and a wildcard receive takes, of the next
+  unclaimed message of each mailbox that matches, the one that arrived first,
+  so one sender's messages keep their order across tags, as in MPI. A wildcard
+  wait is bounded by its deadline; it raises ``DeadlockError`` only once every
+  other rank has finished.
 
 NumPy releases the GIL inside big array operations, so threads do overlap
 real work; the Python parts take turns.
@@ -31,11 +37,14 @@ from typing import Any
 import numpy as np
 
 from minipar.comm.communicator import (
+    ANY_SOURCE,
+    ANY_TAG,
     TAG_INTERNAL,
     Communicator,
     DeadlockError,
     MessageSizeError,
     Request,
+    Status,
     check_timeout,
     debug_from_env,
     timeout_from_env,
@@ -51,12 +60,13 @@ class _WorldAborted(BaseException):
 
 
 class _Mailbox:
-    __slots__ = ("messages", "sent", "claimed")
+    __slots__ = ("messages", "sent", "claimed", "stamps")
 
     def __init__(self) -> None:
         self.messages: dict[int, Any] = {}  # sequence number -> copied array
         self.sent = 0  # sequence number of the next message sent
         self.claimed = 0  # sequence number the next irecv will wait for
+        self.stamps: dict[int, int] = {}  # unclaimed sequence number -> arrival stamp
 
 
 class _LocalWorld:
@@ -72,6 +82,7 @@ class _LocalWorld:
         self.waiting: dict[int, tuple[tuple, int, str]] = {}  # world rank -> (key, seq, text)
         self.detect_deadlocks = True
         self.split_calls: dict[tuple, int] = {}
+        self.arrivals = 0  # stamp of the next message posted (for wildcard receives)
 
     def mailbox(self, key: tuple) -> _Mailbox:
         box = self.mailboxes.get(key)
@@ -83,6 +94,10 @@ class _LocalWorld:
         with self.cond:
             box = self.mailbox(key)
             box.messages[box.sent] = message
+            box.stamps[box.sent] = self.arrivals
+            while box.stamps and (oldest := next(iter(box.stamps))) < box.claimed:
+                del box.stamps[oldest]  # claimed by an irecv: no wildcard will look at it
+            self.arrivals += 1
             box.sent += 1
             self.cond.notify_all()
 
@@ -126,6 +141,42 @@ class _LocalWorld:
                     self.cond.wait(remaining)
                 finally:
                     del self.waiting[me]
+
+    def take_any(self, comm: LocalCommunicator, source: int, tag: int) -> tuple[int, int, Any]:
+        """Block until a message to ``comm`` matches (wildcards allowed); ``(source, tag, array)``.
+
+        Of the next unclaimed message of every matching mailbox, the first to arrive wins.
+        """
+        start = time.monotonic()
+        others = {rank for rank in comm.group if rank != comm.world_rank}
+        with self.cond:
+            while True:
+                if self.failed_rank is not None:
+                    raise _WorldAborted
+                best = None
+                for key, box in self.mailboxes.items():
+                    context, sender, dest, message_tag = key
+                    if (context != comm.context or dest != comm.rank or box.claimed not in box.messages
+                            or source not in (ANY_SOURCE, sender) or tag not in (ANY_TAG, message_tag)):
+                        continue
+                    if best is None or box.stamps[box.claimed] < best[0]:
+                        best = (box.stamps[box.claimed], key, box)
+                if best is not None:
+                    _, (_, sender, _, message_tag), box = best
+                    del box.stamps[box.claimed]
+                    box.claimed += 1
+                    return sender, message_tag, box.messages.pop(box.claimed - 1)
+                waited = time.monotonic() - start
+                peer = None if source == ANY_SOURCE else source
+                if comm.timeout is not None and waited >= comm.timeout:
+                    raise timeout_error(comm, "receive from", peer, None if tag == ANY_TAG else tag,
+                                        waited)
+                if self.detect_deadlocks and others and others <= self.finished:
+                    raise DeadlockError(f"deadlock: rank {comm.rank} waits for a message from "
+                                        f"{'any rank' if peer is None else f'rank {peer}'} "
+                                        f"(tag {'any' if tag == ANY_TAG else tag}) but every "
+                                        "other rank has finished")
+                self.cond.wait(None if comm.timeout is None else comm.timeout - waited)
 
     def _raise_if_deadlocked(self) -> None:
         """Called with the lock held by a rank about to wait."""
@@ -217,6 +268,16 @@ class LocalCommunicator(Communicator):
                 f"bytes, more than the {box.nbytes}-byte receive buffer")
         box[: raw.size] = raw
         return raw.size
+    def _recv_any(self, array: Any, source: int, tag: int) -> Status:
+        sender, message_tag, message = self.world.take_any(self, source, tag)
+        if message.dtype != array.dtype or message.size != array.size:
+            raise ValueError(
+                f"rank {self.rank} received from rank {sender} (tag {message_tag}) a "
+                f"{message.dtype} array of shape {message.shape} into a buffer of dtype "
+                f"{array.dtype} and shape {array.shape}: dtype and size must match"
+            )
+        array.reshape(-1)[...] = message.reshape(-1)
+        return Status(sender, message_tag, message.nbytes)
 
     def _barrier(self) -> None:
         # Dissemination barrier: in round k rank r signals r + 2^k and hears from r - 2^k;

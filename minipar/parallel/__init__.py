@@ -3,6 +3,8 @@
 One file per technique; the naive form sits beside the optimised one.
 """
 
+from minipar.parallel.asynchronous import LocalSGD as LocalSGD
+from minipar.parallel.asynchronous import ParameterServer as ParameterServer
 from minipar.parallel.data_parallel import DataParallel as DataParallel
 from minipar.parallel.data_parallel import DistributedDataParallel as DistributedDataParallel
 from minipar.parallel.data_parallel import NaiveDataParallel as NaiveDataParallel
