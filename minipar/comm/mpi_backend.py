@@ -240,6 +240,9 @@ class MPICommunicator(Communicator):
             request = self.mpi_comm.Ibarrier()
             _poll(self, request.Test, "reach a barrier with", None, None)
 
+    def _host_name(self) -> str:
+        return _mpi().Get_processor_name()
+
     def _split(self, color: int | None, key: int) -> MPICommunicator | None:
         MPI = _mpi()
         if self.timeout is not None:
