@@ -38,8 +38,10 @@ from minipar.comm._common import (
     scratch,
 )
 from minipar.comm.communicator import Communicator, require_communicator
+from minipar.comm.hierarchical import hierarchical_core
 from minipar.comm.ring import allgather, reduce_scatter, ring_allreduce, ring_allreduce_in_slabs
 from minipar.comm.safety import Collective
+from minipar.comm.shm import shm_core
 
 # Below this, "auto" picks recursive doubling. Where the two cost formulas cross depends on
 # alpha: at p = 2, L alpha + N(beta + gamma) = 2 alpha + N(beta + gamma/2) at N = 2 alpha/gamma.
@@ -196,26 +198,29 @@ ALGORITHMS = {  # ring_allreduce (ring.py) is the first, and the default
     "naive": _naive,
     "tree": _tree,
     "recursive_doubling": _recursive_doubling,
+    "hierarchical": hierarchical_core,  # hierarchical.py: by host, fewer bytes between hosts
 }
 
-LABELS = {name: f"{name}_allreduce" for name in ALGORITHMS}  # what the message log calls them
+ONE_HOST_ALGORITHMS = {"shm": shm_core}  # shm.py: shared memory, every rank on one host
+
+LABELS = {name: f"{name}_allreduce" for name in [*ALGORITHMS, *ONE_HOST_ALGORITHMS]}  # message log
 
 
 def allreduce(comm: Communicator, array: Any, op: str = "sum", algorithm: str = "ring") -> Any:
     """All-reduce ``array`` in place with the chosen algorithm; returns ``array``.
 
-    ``algorithm``: "ring", "naive", "tree", "recursive_doubling" or "auto"
+    ``algorithm``: "ring", "naive", "tree", "recursive_doubling", "hierarchical"
+    (``hierarchical.py``), "shm" (``shm.py``: ranks on one host only) or "auto"
     (recursive doubling below ``AUTO_SMALL_BYTES`` = 64 KiB, ring from there on).
     ``op``: "sum", "mean" (floating dtypes), "max" or "min".
     """
     flat = prepare(comm, array, "allreduce", op)
     if algorithm == "auto":
         algorithm = "recursive_doubling" if flat.nbytes < AUTO_SMALL_BYTES else "ring"
-    core = ALGORITHMS.get(algorithm)
+    core = ALGORITHMS.get(algorithm) or ONE_HOST_ALGORITHMS.get(algorithm)
     if core is None:
-        raise ValueError(
-            f"allreduce: algorithm must be one of {sorted(ALGORITHMS) + ['auto']}, got {algorithm!r}"
-        )
+        raise ValueError(f"allreduce: algorithm must be one of "
+                         f"{sorted([*ALGORITHMS, *ONE_HOST_ALGORITHMS]) + ['auto']}, got {algorithm!r}")
     with Collective(comm, "allreduce", op, flat.dtype, flat.size, f"algorithm={algorithm}",
                     label=LABELS[algorithm]):
         if comm.size > 1 and flat.size > 0:

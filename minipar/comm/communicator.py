@@ -37,6 +37,7 @@ in the order it sent them.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -311,6 +312,14 @@ class Communicator:
         """Collective: return only once every rank has called ``barrier``."""
         self._barrier()
 
+    def host_name(self) -> str:
+        """The name of the machine this rank runs on (``MPI.Get_processor_name()`` under MPI).
+
+        Thread ranks all run on this machine, unless ``run_local(fn, p, hosts=[...])``
+        gave them labels (to try host-aware algorithms such as ``"hierarchical"``).
+        """
+        return self._host_name()
+
     # ----- what a backend implements -------------------------------------------------
     def _send(self, array: Any, dest: int, tag: int) -> None:
         self._isend(array, dest, tag).wait()
@@ -351,3 +360,6 @@ class Communicator:
 
     def _barrier(self) -> None:
         raise NotImplementedError
+
+    def _host_name(self) -> str:
+        return socket.gethostname()

@@ -307,6 +307,9 @@ class MPICommunicator(Communicator):
         finally:
             slot[0] = 0.0
 
+    def _host_name(self) -> str:
+        return _mpi().Get_processor_name()
+
     def _split(self, color: int | None, key: int) -> MPICommunicator | None:
         MPI = _mpi()
         slot = watchdog.enter(self, "split the communicator with", None, None, 0)

@@ -83,6 +83,8 @@ class _LocalWorld:
         self.detect_deadlocks = True
         self.split_calls: dict[tuple, int] = {}
         self.arrivals = 0  # stamp of the next message posted (for wildcard receives)
+        self.host_labels: list[str] | None = None  # run_local(hosts=...): a fake host per rank
+        self.shared: dict[tuple, list[Any]] = {}  # the "shm" all-reduce's registry of arrays
 
     def mailbox(self, key: tuple) -> _Mailbox:
         box = self.mailboxes.get(key)
@@ -289,6 +291,10 @@ class LocalCommunicator(Communicator):
             self._recv(token, (self.rank - distance) % self.size, TAG_INTERNAL)
             distance *= 2
 
+    def _host_name(self) -> str:
+        labels = self.world.host_labels
+        return super()._host_name() if labels is None else labels[self.world_rank]
+
     def _split(self, color: int | None, key: int) -> LocalCommunicator | None:
         # Everyone tells everyone its (color, key); color -1 stands for None.
         mine = np.array([-1 if color is None else color, key], dtype=np.int64)
@@ -325,14 +331,16 @@ def run_local(
     *,
     timeout: float | None = None,
     debug: bool | None = None,
+    hosts: list[Any] | None = None,
 ) -> list[Any]:
     """Run ``fn(comm)`` on ``world_size`` ranks, each a thread; return results by rank.
 
     ``timeout``: seconds any single wait may block (default ``MINIPAR_COMM_TIMEOUT``
-    or 60 s; 0 or inf: no deadline) before ``CommTimeoutError``. ``debug``: fingerprint every collective
-    (default ``MINIPAR_DEBUG``). If any rank raises, the other ranks are woken
-    and stopped, and the exception of the lowest failing rank is re-raised here
-    with a note saying which rank raised it.
+    or 60 s; 0 or inf: no deadline) before ``CommTimeoutError``. ``debug``: fingerprint every
+    collective (default ``MINIPAR_DEBUG``). ``hosts``: a host label per rank (e.g. ``[0, 0, 1, 1]``),
+    what ``comm.host_name()`` then returns, to emulate several hosts. If any rank
+    raises, the other ranks are woken and stopped, and the exception of the lowest
+    failing rank is re-raised here with a note saying which rank raised it.
     """
     if isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer)):
         raise TypeError(f"world_size must be an int, got {type(world_size).__name__} {world_size!r}")
@@ -343,6 +351,11 @@ def run_local(
     if debug is None:
         debug = debug_from_env()
     world = _LocalWorld(world_size)
+    if hosts is not None:
+        if isinstance(hosts, (str, bytes)) or len(hosts) != world_size:
+            raise ValueError(f"run_local: hosts must be a list of {world_size} labels (one per "
+                             f"rank), got {hosts!r}")
+        world.host_labels = [str(label) for label in hosts]
     results: list[Any] = [None] * world_size
     errors: dict[int, BaseException] = {}
 
