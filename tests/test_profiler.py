@@ -36,7 +36,7 @@ def test_every_forward_and_backward_is_counted_once_per_call() -> None:
             step(net)
     counts = {a.key: a.count for a in prof.key_averages()}
     assert counts == {"LinearFunction": 6, "LinearFunctionBackward": 6, "Tanh": 3, "TanhBackward": 3,
-                      "CrossEntropy": 3, "CrossEntropyBackward": 3}
+                      "CrossEntropyFunction": 3, "CrossEntropyFunctionBackward": 3}
     assert function.profiler is None  # off again after the block
 
 
