@@ -46,12 +46,15 @@ MAGIC = 0x6D696E69706172  # "minipar"
 INLINE_BYTES = 4096  # payloads up to this travel in the header's message
 OPS = (None, "sum", "mean", "max", "min")
 NAMES: dict[int, str] = {}  # code -> name, for the error message
+CODES: dict[str, int] = {}  # name -> code
 DTYPES = {np.dtype(c).num: np.dtype(c) for c in np.typecodes["All"] if c not in "OMm"}
 
 
 def _code(text: str) -> int:
-    code = zlib.crc32(text.encode())
-    NAMES[code] = text
+    code = CODES.get(text)
+    if code is None:  # once per name: a call's signature is built on the hot path
+        code = CODES[text] = zlib.crc32(text.encode())
+        NAMES[code] = text
     return code
 
 
