@@ -177,8 +177,8 @@ class Tensor:
     def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> Callable[[], None]:
         """Call ``hook(grad)`` (a Tensor) when this tensor's gradient is ready.
 
-        The hook may return a replacement of the same shape. Returns a function that
-        removes the hook again.
+        The hook may return a replacement of the same shape. Returns a handle whose
+        ``remove()`` (or calling it) takes the hook off again, as PyTorch's does.
         """
         if not self.requires_grad:
             raise RuntimeError("cannot register a hook on a tensor that does not require grad")
@@ -192,7 +192,7 @@ class Tensor:
                 owner.hooks = []
             hooks = owner.hooks
         hooks.append(hook)
-        return lambda: hooks.remove(hook) if hook in hooks else None
+        return RemovableHandle(hooks, hook)
 
     def register_post_accumulate_grad_hook(self, hook: Callable[[Tensor], None]) -> None:
         """Call ``hook(self)`` after backward has added into this leaf's ``.grad``."""
@@ -274,6 +274,19 @@ class Tensor:
         if self.requires_grad and modes.grad_enabled:
             return self + 0  # recorded: d clone / d self = 1
         return Tensor._wrap(self.array.copy())
+
+
+class RemovableHandle:
+    """What ``register_hook`` returns: ``handle.remove()`` takes the hook off (twice is fine)."""
+
+    def __init__(self, hooks: list[Any], hook: Any) -> None:
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self) -> None:
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+    __call__ = remove
 
 
 _ANCHORS: dict[tuple[Any, Any], Tensor] = {}

@@ -159,6 +159,12 @@ class Module:
     def eval(self) -> Module:
         return self.train(False)
 
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Freeze (False) or unfreeze every parameter; returns the module, as PyTorch's."""
+        for param in self.parameters():
+            param.requires_grad_(requires_grad)
+        return self
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget accumulated gradients (``None``, as PyTorch does by default)."""
         for param in self.parameters():

@@ -62,6 +62,24 @@ class TensorMethods:
     def __rmatmul__(self, other: Any) -> Tensor:
         return matmul(other, self)
 
+    # the same as named methods, PyTorch's spellings
+    def add(self, other: Any, *, alpha: Any = 1) -> Tensor:
+        return add(self, other if alpha == 1 else mul(other, alpha))
+
+    def sub(self, other: Any, *, alpha: Any = 1) -> Tensor:
+        return sub(self, other if alpha == 1 else mul(other, alpha))
+
+    def mul(self, other: Any) -> Tensor:
+        return mul(self, other)
+
+    def div(self, other: Any) -> Tensor:
+        return div(self, other)
+
+    def matmul(self, other: Any) -> Tensor:
+        return matmul(self, other)
+
+    mm = matmul
+
     # comparisons: no gradient, boolean results (``methods_elementwise.py`` defines eq, lt, ...)
     def __lt__(self, other: Any) -> Tensor:
         return self.lt(other)

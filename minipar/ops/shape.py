@@ -181,14 +181,23 @@ def _check_items(tensors: Any, who: str) -> None:
             raise TypeError(f"{who}: item {position} must be a Tensor or array, got {type(t).__name__}")
 
 
-def cat(tensors: list[Any] | tuple[Any, ...], axis: int = 0) -> Tensor:
-    """Concatenate along ``axis`` (``torch.cat``)."""
+def _dim_or_axis(dim: int | None, axis: int | None, who: str) -> int:
+    if dim is not None and axis is not None:
+        raise TypeError(f"{who}: pass dim or its NumPy alias axis, not both (got dim={dim}, axis={axis})")
+    return 0 if dim is None and axis is None else int(axis if dim is None else dim)
+
+
+def cat(tensors: list[Any] | tuple[Any, ...], dim: int | None = None, *, axis: int | None = None) -> Tensor:
+    """Concatenate along ``dim`` (``torch.cat``; NumPy's ``axis`` accepted)."""
+    axis = _dim_or_axis(dim, axis, "cat")
     _check_items(tensors, "cat")
     return Cat.apply(axis, *tensors)
 
 
-def stack(tensors: list[Any] | tuple[Any, ...], axis: int = 0) -> Tensor:
-    """Stack along a new axis (``torch.stack``)."""
+def stack(tensors: list[Any] | tuple[Any, ...], dim: int | None = None, *, axis: int | None = None
+          ) -> Tensor:
+    """Stack along a new dimension ``dim`` (``torch.stack``; NumPy's ``axis`` accepted)."""
+    axis = _dim_or_axis(dim, axis, "stack")
     _check_items(tensors, "stack")
     expanded = []
     for t in tensors:
