@@ -65,3 +65,25 @@ def test_join_refuses_find_unused_parameters() -> None:
 
     with pytest.raises(ValueError, match="find_unused_parameters=True is not supported"):
         run_local(body, 2)
+
+
+@pytest.mark.timeout(60)
+def test_zero_under_join_equals_one_process_on_each_steps_union() -> None:
+    """A rank that ran out of batches keeps stepping its shard (with the others' average)."""
+    from minipar.parallel import ZeroOptimizer
+
+    def body(comm: Any) -> list[np.ndarray]:
+        model = make_model()
+        zero = ZeroOptimizer(optim.SGD, model.parameters(), comm, lr=0.1, momentum=0.9)
+        with zero.join():
+            for step in range(BATCHES[comm.rank]):
+                x, y = batch(comm.rank, step)
+                zero.zero_grad()
+                F.cross_entropy(model(minipar.tensor(x)), y).backward()
+                zero.step()
+        return [p.array.copy() for p in model.parameters()]
+
+    expected = one_process()
+    for rank_params in run_local(body, len(BATCHES)):
+        for got, want in zip(rank_params, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)

@@ -191,6 +191,17 @@ class DistributedDataParallel(ModuleWrapper):
 
         return Join(self, divide_by_initial_world_size=divide_by_initial_world_size, enable=enable)
 
+    def _shadow(self, divisor: int) -> None:
+        from minipar.parallel.data_parallel.join import shadow_buckets
+
+        shadow_buckets(self, divisor)
+
+    def _join_finished(self, longest: int) -> None:
+        from minipar.parallel.data_parallel.join import sync_final_model
+
+        self._divisor = None
+        sync_final_model(self, longest)
+
     @contextmanager
     def no_sync(self) -> Iterator[None]:
         """Backwards of forwards run inside accumulate locally; the first one after syncs the sum."""

@@ -20,6 +20,12 @@ next gradient all-reduce: a hang. With it (PyTorch's ``Join`` for DDP):
    rank), so all replicas end equal, as PyTorch's final model sync does. Optimizer
    state on ranks that joined early stays as it was when they joined.
 
+The same context manager serves ``ZeroOptimizer.join()``: there the collective point is
+``step()``, and a joined rank keeps stepping *its shard* with zero gradients (every shard
+must be updated every step) and joins the all-gather, so its model stays current too.
+What a wrapper must provide (a "joinable"): ``comm``, a ``_join`` attribute, ``_shadow(divisor)``
+(one step's collectives with zeros) and ``_join_finished(longest_rank)``.
+
 Not covered: ``find_unused_parameters=True`` and ``no_sync()`` inside ``join()``.
 """
 
@@ -34,10 +40,10 @@ from minipar.parallel.data_parallel.naive import broadcast_module
 
 
 class Join:
-    """The context manager ``DistributedDataParallel.join()`` returns (see the module docstring)."""
+    """The context manager ``DistributedDataParallel.join()`` and ``ZeroOptimizer.join()`` return."""
 
     def __init__(self, ddp: Any, divide_by_initial_world_size: bool = False, enable: bool = True) -> None:
-        if ddp.find_unused_parameters:
+        if getattr(ddp, "find_unused_parameters", False):
             raise ValueError("join() with find_unused_parameters=True is not supported: the shadowing "
                              "ranks could not tell which parameters the others left unused")
         self.ddp, self.enable = ddp, bool(enable)
@@ -60,7 +66,7 @@ class Join:
         if not self.enable:
             return
         if kind is not None:  # an exception in the loop: end it here, never shadow forever
-            ddp._join, ddp._divisor = None, None
+            ddp._join = None
             return
         comm = ddp.comm
         try:
@@ -68,13 +74,25 @@ class Join:
                 active = int(allreduce(comm, np.array([0], dtype=np.int64), op="sum")[0])
                 if active == 0:
                     break
-                ddp._divisor = comm.size if self.by_initial else active
-                for bucket in ddp.buckets:  # zeros, in the order every rank launches buckets
-                    ddp.reduce_bucket(np.zeros(bucket.nbytes // bucket.params[0].array.itemsize,
-                                               dtype=bucket.params[0].dtype))
+                ddp._shadow(comm.size if self.by_initial else active)
         finally:
-            ddp._join, ddp._divisor = None, None
+            ddp._join = None
         steps = allreduce(comm, np.array([self.steps * comm.size + (comm.size - 1 - comm.rank)]),
                           op="max")[0]
-        longest = comm.size - 1 - int(steps % comm.size)  # the lowest rank with the most steps
-        broadcast_module(ddp.module, comm, root=longest)
+        ddp._join_finished(comm.size - 1 - int(steps % comm.size))  # the lowest rank with most steps
+
+
+def shadow_buckets(ddp: Any, divisor: int) -> None:
+    """DDP's shadowed step: zeros through every bucket's reduction, in launch order."""
+    ddp._divisor = divisor
+    try:
+        for bucket in ddp.buckets:
+            ddp.reduce_bucket(np.zeros(bucket.nbytes // bucket.params[0].array.itemsize,
+                                       dtype=bucket.params[0].dtype))
+    finally:
+        ddp._divisor = None
+
+
+def sync_final_model(ddp: Any, longest: int) -> None:
+    """DDP's end of join: every replica takes the model of the rank that trained longest."""
+    broadcast_module(ddp.module, ddp.comm, root=longest)

@@ -101,6 +101,7 @@ class ZeroOptimizer:
         self.shard = Parameter(self._shard_view)  # the one parameter the wrapped optimizer sees
         self.optimizer = optimizer_class([self.shard], **optimizer_kwargs)
         self.param_groups = self.optimizer.param_groups  # shared: a learning-rate change applies
+        self._join: Any = None  # the active join() (uneven inputs), if any
 
     def __repr__(self) -> str:
         lo, hi = self.shard_bounds
@@ -115,15 +116,39 @@ class ZeroOptimizer:
                 param.grad.array[...] = 0
         self.shard.grad = None
 
+    def join(self, divide_by_initial_world_size: bool = False, enable: bool = True) -> Any:
+        """``with zero.join():`` -- ranks may run out of batches at different steps
+        (``parallel/data_parallel/join.py``): a rank that has joined keeps stepping its shard."""
+        from minipar.parallel.data_parallel.join import Join
+
+        return Join(self, divide_by_initial_world_size=divide_by_initial_world_size, enable=enable)
+
+    def _shadow(self, divisor: int) -> None:
+        self._step(divisor, zeros=True)
+
+    def _join_finished(self, longest: int) -> None:
+        pass  # every rank took part in every all-gather: the models already agree
+
     def step(self) -> None:
         """Reduce-scatter the gradients, update this rank's shard, all-gather the parameters."""
+        join = getattr(self, "_join", None)
+        self._step(join.active_ranks() if join is not None else None)
+
+    def _step(self, divisor: int | None, zeros: bool = False) -> None:
+        """One step; ``divisor``: average over that many ranks (inside join), else over all."""
         for param, view in zip(self.params, self._param_views):
             if param.array is not view:  # .array was replaced: take the new values in
                 view[...] = param.array
                 param.array = view
-        self._grads_buffer.pack([None if param.grad is None else param.grad.array for param in self.params])
+        self._grads_buffer.pack([None if zeros or param.grad is None else param.grad.array
+                                 for param in self.params])
         # flat (Ψ,) -> averaged shard (Ψ/p,), a view into flat_grads; (p-1)/p Ψ elements sent
-        self.shard.grad = Tensor(reduce_scatter(self.comm, self.flat_grads, op="mean"))
+        if divisor is None:
+            shard = reduce_scatter(self.comm, self.flat_grads, op="mean")
+        else:
+            shard = reduce_scatter(self.comm, self.flat_grads, op="sum")
+            shard /= divisor
+        self.shard.grad = Tensor(shard)
         self.optimizer.step()
         if self.shard.array is not self._shard_view:  # an optimizer that rebinds .array
             self._shard_view[...] = self.shard.array
