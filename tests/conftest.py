@@ -16,3 +16,5 @@ try:  # numpy may already be imported by a plugin: limit its pool directly too
     threadpool_limits(1)
 except ImportError:  # threadpoolctl comes with scikit-learn ([dev]); without it the env vars do
     pass
+
+from emulated_cluster import emulated_cluster  # noqa: E402,F401  (the multi-host tests share this fixture)

@@ -19,12 +19,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from emulated_cluster import GBIT, HOSTS, PER_HOST, requires_cluster, why_not  # noqa: F401
 from mpirun import HAS_MPI, REPO
 
 from minipar import cluster
@@ -32,32 +32,8 @@ from minipar.cli import main
 from minipar.comm.collectives import ALGORITHMS as ALGORITHM_TABLE
 
 pytestmark = pytest.mark.timeout(120)  # besides each job's own MPIEXEC_TIMEOUT
-HOSTS, PER_HOST, GBIT = 2, 2, 2.0
 RANKS = HOSTS * PER_HOST
 ALGORITHMS = sorted(ALGORITHM_TABLE) + ["auto"]
-
-
-def _why_not() -> str | None:
-    if not HAS_MPI:
-        return "needs mpi4py and the venv's mpiexec"
-    try:
-        cluster.require_tools()
-    except cluster.ClusterUnavailable as error:
-        return str(error)
-    return None
-
-
-requires_cluster = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
-
-
-@pytest.fixture(scope="session")
-def emulated_cluster() -> Iterator[cluster.ClusterStatus]:
-    """2 hosts at 2 Gbit/s each way; torn down after the session, whatever happened in it."""
-    found = cluster.up(HOSTS, gbit=GBIT)  # up() tears down a crashed run's leftovers first
-    try:
-        yield found
-    finally:
-        cluster.down()
 
 
 def run_on_cluster(code_or_file: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:

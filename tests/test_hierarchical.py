@@ -11,12 +11,12 @@ ip / tc / unshare, skipped otherwise), launched as
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-from mpirun import HAS_MPI, REPO
+from emulated_cluster import HOSTS, PER_HOST, requires_cluster
+from mpirun import REPO
 
 import minipar.comm as mc
 from minipar import cluster
@@ -139,28 +139,7 @@ def test_hierarchical_sends_2_H_minus_1_over_H_N_per_host_fewer_than_the_flat_ri
 
 
 # ----- across emulated hosts (root only) --------------------------------------------------------
-def _why_not() -> str | None:
-    if not HAS_MPI:
-        return "needs mpi4py and the venv's mpiexec"
-    try:
-        cluster.require_tools()
-    except cluster.ClusterUnavailable as error:
-        return str(error)
-    return None
-
-
-requires_cluster = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
-HOSTS, PER_HOST = 2, 2
 BIG = 16 * 2**20
-
-
-@pytest.fixture(scope="module")
-def two_hosts() -> Iterator[cluster.ClusterStatus]:
-    found = cluster.up(HOSTS, gbit=2.0)  # tears down any leftovers first
-    try:
-        yield found
-    finally:
-        cluster.down()
 
 
 def run_on_two_hosts(*args: str) -> str:
@@ -172,14 +151,14 @@ def run_on_two_hosts(*args: str) -> str:
 
 
 @requires_cluster
-def test_hierarchical_across_two_hosts_matches_closed_form(two_hosts: cluster.ClusterStatus) -> None:
+def test_hierarchical_across_two_hosts_matches_closed_form(emulated_cluster: cluster.ClusterStatus) -> None:
     out = run_on_two_hosts("check")
     assert "OK hierarchical 2 hosts x 2" in out, out
 
 
 @requires_cluster
 def test_hierarchical_puts_fewer_bytes_on_the_link_than_the_flat_ring_needs(
-        two_hosts: cluster.ClusterStatus) -> None:
+        emulated_cluster: cluster.ClusterStatus) -> None:
     """16 MiB at 2 x 2: each host's qdisc counts at least N (2(H-1)/H N) and less than 1.5 N.
 
     1.5 N = 2(p-1)/p N is what the flat ring puts on each link (tests/test_cluster.py).
