@@ -68,7 +68,8 @@ def check_passed(report: str, name: str) -> None:
 @requires_cluster
 def test_up_builds_the_hosts_with_their_addresses_and_rate(emulated_cluster: cluster.ClusterStatus) -> None:
     assert [host.name for host in emulated_cluster.hosts] == ["node0", "node1"]
-    assert [host.address for host in emulated_cluster.hosts] == ["10.213.0.1", "10.213.0.2"]
+    subnet = cluster.hosts.SUBNET  # 10.213.0 for the default cluster (MINIPAR_CLUSTER_ID=0)
+    assert [host.address for host in emulated_cluster.hosts] == [f"{subnet}.1", f"{subnet}.2"]
     assert all(host.rate_bits == GBIT * 1e9 for host in emulated_cluster.hosts)
 
 
@@ -164,13 +165,16 @@ def living_processes(found: cluster.ClusterStatus) -> dict[str, list[str]]:
 @requires_cluster
 def test_down_removes_everything_and_is_idempotent_and_up_survives_leftovers() -> None:
     cluster.down()
-    for leftover in (["netns", "add", "minipar-node0"], ["link", "add", "minipar-br0", "type", "bridge"]):
+    names = cluster.hosts
+    for leftover in (["netns", "add", f"{names.NAMESPACE_PREFIX}0"],
+                     ["link", "add", names.BRIDGE, "type", "bridge"]):
         subprocess.run(["ip", *leftover], check=True)  # what a crashed run may leave behind
     cluster.up(1)
     assert cluster.down() and cluster.status() is None
     assert cluster.down() == []
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
-    assert "minipar-" not in links and not cluster.hosts.STATE_DIR.exists()
+    assert f"{names.VETH_PREFIX}" not in links and f"{names.BRIDGE}" not in links
+    assert not names.STATE_DIR.exists()
     cluster.up(HOSTS, gbit=GBIT)  # the session's cluster again, for any test that runs after this one
 
 
@@ -204,7 +208,7 @@ def test_mpiexec_command_places_ranks_in_blocks_of_ppn_per_host(tmp_path: Path,
     (tmp_path / "enter.sh").write_text("")
     line = cluster.mpiexec_command(5, ["python", "x.py"], hosts=["minipar-node0", "minipar-node1"])
     assert line[1:] == ["-launcher", "ssh", "-launcher-exec", str(tmp_path / "enter.sh"), "-localhost",
-                        "10.213.0.254", "-hosts", "minipar-node0,minipar-node1", "-ppn", "3", "-n", "5",
+                        cluster.BRIDGE_ADDRESS, "-hosts", "minipar-node0,minipar-node1", "-ppn", "3", "-n", "5",
                         "python", "x.py"]
     with pytest.raises(ValueError, match="ppn must be a positive int, got 0"):
         cluster.mpiexec_command(2, ["python"], ppn=0, hosts=["minipar-node0"])
@@ -298,3 +302,20 @@ def _main() -> None:
 
 if __name__ == "__main__":
     _main()
+
+
+@pytest.mark.parametrize("value", ["-1", "100", "x", "1.5"])
+def test_a_bad_cluster_id_is_named(value: str) -> None:
+    script = "import minipar.cluster.hosts"
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "MINIPAR_CLUSTER_ID": value},
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and f"MINIPAR_CLUSTER_ID must be an integer from 0 to 99, got {value!r}" in done.stderr
+
+
+def test_clusters_side_by_side_have_names_of_their_own() -> None:
+    script = ("from minipar.cluster import hosts as h; "
+              "print(h.NAMESPACE_PREFIX, h.VETH_PREFIX, h.BRIDGE, h.SUBNET, h.STATE_DIR)")
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "MINIPAR_CLUSTER_ID": "7"},
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["minipar7-node", "minipar7-v", "minipar7-br0", "10.213.7",
+                                   "/run/minipar7-cluster"]

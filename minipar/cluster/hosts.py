@@ -30,6 +30,10 @@ When the kernel lacks it (this project's CI machine does) ``up`` says so on
 stderr and builds the links without added delay; a link's latency is then the
 veth's own, a few microseconds.
 
+Several clusters can stand side by side: ``MINIPAR_CLUSTER_ID=k`` (1 to 99) gives
+cluster k its own names (``minipar{k}-node0``, bridge ``minipar{k}-br0``, subnet
+10.213.k.0/24, ``/run/minipar{k}-cluster``); the hostnames stay node0, node1, ...
+
 Needs root and three Debian tools: ``ip`` and ``tc`` (package iproute2) and
 ``unshare`` (util-linux). ``require_tools()`` names whatever is missing.
 """
@@ -45,12 +49,23 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-NAMESPACE_PREFIX = "minipar-node"  # host k lives in namespace minipar-node{k}, hostname node{k}
-VETH_PREFIX = "minipar-v"  # the machine's end of host k's cable
-BRIDGE = "minipar-br0"
-SUBNET = "10.213.0"  # 10.213.0.0/24: used only between these namespaces and the bridge
+
+def _cluster_id() -> int:
+    """``MINIPAR_CLUSTER_ID`` (0 to 99, default 0): several clusters side by side, each its own names."""
+    text = os.environ.get("MINIPAR_CLUSTER_ID", "0").strip() or "0"
+    if not text.isdigit() or not 0 <= int(text) <= 99:
+        raise ValueError(f"MINIPAR_CLUSTER_ID must be an integer from 0 to 99, got {text!r}")
+    return int(text)
+
+
+CLUSTER_ID = _cluster_id()
+_TAG = "minipar" if CLUSTER_ID == 0 else f"minipar{CLUSTER_ID}"  # cluster 0 keeps the plain names
+NAMESPACE_PREFIX = f"{_TAG}-node"  # host k lives in namespace minipar-node{k}, hostname node{k}
+VETH_PREFIX = f"{_TAG}-v"  # the machine's end of host k's cable (at most 15 characters)
+BRIDGE = f"{_TAG}-br0"
+SUBNET = f"10.213.{CLUSTER_ID}"  # 10.213.0.0/24: used only between these namespaces and the bridge
 BRIDGE_ADDRESS = f"{SUBNET}.254"
-STATE_DIR = Path("/run/minipar-cluster")  # cluster.json (what up was asked) and enter.sh
+STATE_DIR = Path(f"/run/{_TAG}-cluster")  # cluster.json (what up was asked) and enter.sh
 MAX_HOSTS = 200
 TOOLS = {"ip": "iproute2", "tc": "iproute2", "unshare": "util-linux"}
 
@@ -127,7 +142,7 @@ def namespaces() -> list[str]:
 
 def _has_netem() -> bool:
     """Whether the kernel has netem: try it on a scratch namespace's loopback."""
-    scratch = "minipar-netem-probe"
+    scratch = f"{_TAG}-netem-probe"
     _run("ip", "netns", "add", scratch, check=False)
     try:
         return _run("tc", "-n", scratch, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1us",
@@ -159,7 +174,7 @@ ENTER_SCRIPT = """#!/bin/sh
 # shell line (hydra quotes its words), so it is handed to sh -c.
 [ "$1" = "-x" ] && shift
 namespace=$1; shift
-exec ip netns exec "$namespace" unshare --uts sh -c "hostname ${namespace#minipar-}; exec $*"
+exec ip netns exec "$namespace" unshare --uts sh -c "hostname ${namespace##*-}; exec $*"
 """
 
 

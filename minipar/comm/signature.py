@@ -4,7 +4,7 @@ A collective's messages could be taken for another's: two ranks all-reducing
 1000 int64 and 1000 float64 exchange the same 8000 bytes, and both "succeed"
 with garbage. So each call has a **signature**, eight int64s (64 bytes):
 
-    MAGIC, call number on this communicator, collective, dtype, length, op, root, algorithm
+    MAGIC, collective, dtype, length, op, root, algorithm, call number on this communicator
 
 and the first message a rank sends to each peer during a call carries it:
 small payloads (at most ``INLINE_BYTES``) in the same message, behind it;
@@ -38,7 +38,12 @@ from typing import Any
 
 import numpy as np
 
-from minipar.comm.communicator import TAG_COLLECTIVE, CollectiveMismatchError, Communicator
+from minipar.comm.communicator import (
+    TAG_COLLECTIVE,
+    CollectiveMismatchError,
+    Communicator,
+    MessageSizeError,
+)
 
 HEADER = struct.Struct("<8q")
 HEADER_BYTES = HEADER.size  # 64
@@ -48,6 +53,8 @@ OPS = (None, "sum", "mean", "max", "min")
 NAMES: dict[int, str] = {}  # code -> name, for the error message
 CODES: dict[str, int] = {}  # name -> code
 DTYPES = {np.dtype(c).num: np.dtype(c) for c in np.typecodes["All"] if c not in "OMm"}
+_PREFIXES: dict[tuple, bytes] = {}  # a call's shape -> its first 56 signature bytes
+_MAX_PREFIXES = 4096
 
 
 def _code(text: str) -> int:
@@ -58,24 +65,40 @@ def _code(text: str) -> int:
     return code
 
 
+def _prefix(key: tuple) -> bytes:
+    """The call-number-free part of a signature: MAGIC, collective, dtype, length, op, root, extra."""
+    name, op, dtype, length, root, extra = key
+    prefix = HEADER.pack(MAGIC, _code(name), np.dtype(dtype).num,
+                         length if type(length) is int else -1, OPS.index(op), root, _code(extra),
+                         0)[:56]
+    if len(_PREFIXES) >= _MAX_PREFIXES:  # many distinct lengths (buckets): start afresh
+        _PREFIXES.clear()
+    _PREFIXES[key] = prefix
+    return prefix
+
+
 class Call:
-    """The signature of one (outermost) collective call, and which peers have seen it."""
+    """The signature of one (outermost) collective call, and which peers have seen it.
+
+    ``told`` and ``heard`` are bit masks over peers: bit r of ``told`` is set
+    once this call's first message to rank r (carrying the signature) has gone.
+    """
 
     __slots__ = ("comm", "signature", "told", "heard")
 
     def __init__(self, comm: Communicator, name: str, op: str | None, dtype: Any, length: Any,
                  root: int, extra: str) -> None:
+        key = (name, op, dtype, length, root, extra)
+        prefix = _PREFIXES.get(key) or _prefix(key)  # the call's shape, packed once
         self.comm = comm
-        self.signature = HEADER.pack(
-            MAGIC, comm._collective_calls, _code(name), np.dtype(dtype).num,
-            length if type(length) is int else -1, OPS.index(op), root, _code(extra))
-        self.told: set[int] = set()  # peers we sent the signature to
-        self.heard: set[int] = set()  # peers whose signature we checked
+        self.signature = prefix + comm._collective_calls.to_bytes(8, "little", signed=True)
+        self.told = 0  # peers we sent the signature to (bit r: rank r)
+        self.heard = 0  # peers whose signature we checked
 
 
 def describe(signature: bytes) -> str:
     """``allreduce(float64[1000], op=sum, algorithm=ring) call #3`` from a signature."""
-    _, number, name, dtype, length, op, root, extra = HEADER.unpack(signature)
+    _, name, dtype, length, op, root, extra, number = HEADER.unpack(signature)
     fields = [f"{DTYPES[dtype] if dtype in DTYPES else dtype}[{length if length >= 0 else '?'}]"]
     fields += [f"op={OPS[op]}"] if 0 < op < len(OPS) else []
     fields += [f"root={root}"] if root >= 0 else []
@@ -83,37 +106,52 @@ def describe(signature: bytes) -> str:
     return f"{NAMES.get(name, '?')}({', '.join(fields)}) call #{number}"
 
 
-def _check(call: Call, box: Any, got: int, source: int) -> None:
-    """CollectiveMismatchError unless the first ``got`` bytes of ``box`` start with our signature."""
+def _mismatch(call: Call, box: Any, got: int, source: int) -> CollectiveMismatchError:
+    """The error for a first message from ``source`` that does not carry our signature."""
     theirs = box[:HEADER_BYTES].tobytes() if got >= HEADER_BYTES else b""
-    if theirs == call.signature:
-        return
-    comm = call.comm
-    mine = f"rank {comm.rank} called {describe(call.signature)}"
+    mine = f"rank {call.comm.rank} called {describe(call.signature)}"
     if len(theirs) < HEADER_BYTES or HEADER.unpack(theirs)[0] != MAGIC:
-        raise CollectiveMismatchError(
+        return CollectiveMismatchError(
             f"{mine} but received from rank {source} a {got}-byte message that is no collective's "
             "first message: the ranks are running different collectives or counts of them")
-    raise CollectiveMismatchError(
+    return CollectiveMismatchError(
         f"{mine} but rank {source} called {describe(theirs)}: every rank must call the same "
         "collective with the same dtype, length, op and root, in the same order")
 
 
 def _box(comm: Communicator) -> Any:
+    """This thread's receive buffer for first messages: header and an inline payload."""
     box = comm._local.__dict__.get("signature_box")
     if box is None:
         box = comm._local.signature_box = np.empty(HEADER_BYTES + INLINE_BYTES, dtype=np.uint8)
     return box
 
 
-def _outgoing(call: Call, array: Any) -> tuple[Any, bool]:
-    """(first message to a peer, whether the payload is in it)."""
+def _first_message(call: Call, array: Any) -> tuple[Any, bool]:
+    """(first message to a peer, whether the payload is in it): header + small payload, or header."""
     if type(array) is np.ndarray and array.nbytes <= INLINE_BYTES:
-        out = np.empty(HEADER_BYTES + array.nbytes, dtype=np.uint8)
-        out[:HEADER_BYTES] = np.frombuffer(call.signature, dtype=np.uint8)
-        out[HEADER_BYTES:] = array.reshape(-1).view(np.uint8)
-        return out, True
+        return np.frombuffer(call.signature + array.tobytes(), dtype=np.uint8), True
     return np.frombuffer(call.signature, dtype=np.uint8), False
+
+
+def _unpack(call: Call, box: Any, got: int, source: int, incoming: Any) -> bool:
+    """Check the first message in ``box``; copy an inline payload into ``incoming``.
+
+    Returns whether the payload came with the header (else it follows alone).
+    """
+    if got < HEADER_BYTES or box[:HEADER_BYTES].tobytes() != call.signature:
+        raise _mismatch(call, box, got, source)
+    if got == HEADER_BYTES:
+        return not incoming.nbytes  # an empty payload came; a big one follows
+    if got - HEADER_BYTES != incoming.nbytes:  # agreeing signatures whose length is "?"
+        raise MessageSizeError(
+            f"rank {call.comm.rank} expected {incoming.nbytes} bytes from rank {source} during "
+            f"{describe(call.signature)} but {got - HEADER_BYTES} came")
+    if type(incoming) is np.ndarray and incoming.flags.c_contiguous:
+        incoming.data.cast("B")[:] = box.data[HEADER_BYTES:got]  # the cheapest copy of a few bytes
+    else:
+        incoming.reshape(-1).view(np.uint8)[...] = box[HEADER_BYTES:got]
+    return True
 
 
 def current_call(comm: Communicator) -> Call | None:
@@ -129,22 +167,20 @@ def signed_exchange(comm: Communicator, call: Call, outgoing: Any, dest: int, in
     left, as a plain exchange. The first messages are small, so sending them can
     never wait for the peer's next receive (no deadlock however both sides order them).
     """
-    first = got = None
-    box = _box(comm)
-    if outgoing is not None and dest not in call.told:
-        call.told.add(dest)
-        first, inline = _outgoing(call, outgoing)
+    first = None
+    if outgoing is not None and not call.told >> dest & 1:
+        call.told |= 1 << dest
+        first, inline = _first_message(call, outgoing)
         if inline:
             outgoing = None
-    if incoming is not None and source not in call.heard:
-        call.heard.add(source)
+    if incoming is not None and not call.heard >> source & 1:
+        call.heard |= 1 << source
+        box = _box(comm)
         if first is not None:
             got = comm._sendrecv_upto(first, dest, box, source, TAG_COLLECTIVE)
         else:
             got = comm._recv_upto(box, source, TAG_COLLECTIVE)
-        _check(call, box, got, source)
-        if got > HEADER_BYTES:  # the payload came with the header; the signatures agree on its size
-            incoming.reshape(-1).view(np.uint8)[...] = box[HEADER_BYTES:got]
+        if _unpack(call, box, got, source, incoming):
             incoming = None
     elif first is not None:
         comm._send(first, dest, TAG_COLLECTIVE)
@@ -162,16 +198,16 @@ def send(comm: Communicator, array: Any, dest: int) -> None:
     """A collective's blocking send of ``array`` to ``dest`` (with the signature, if first)."""
     comm._message(array.nbytes, dest, TAG_COLLECTIVE)
     call = comm._local.__dict__.get("call")
-    if call is None or dest in call.told:
+    if call is None or call.told >> dest & 1:
         comm._send(array, dest, TAG_COLLECTIVE)
     else:
-        signed_exchange(comm, call, array, dest, None, source=-1)
+        signed_exchange(comm, call, array, dest, None, -1)
 
 
 def recv(comm: Communicator, array: Any, source: int) -> Any:
     """A collective's blocking receive into ``array`` from ``source`` (checked, if first)."""
     call = comm._local.__dict__.get("call")
-    if call is None or source in call.heard:
+    if call is None or call.heard >> source & 1:
         comm._recv(array, source, TAG_COLLECTIVE)
     else:
         signed_exchange(comm, call, None, -1, array, source)
@@ -182,7 +218,7 @@ def sendrecv(comm: Communicator, outgoing: Any, dest: int, incoming: Any, source
     """A collective's ``sendrecv`` (the signature goes with the first message each way)."""
     comm._message(outgoing.nbytes, dest, TAG_COLLECTIVE)
     call = comm._local.__dict__.get("call")
-    if call is None or (dest in call.told and source in call.heard):
+    if call is None or (call.told >> dest & call.heard >> source & 1):
         comm._sendrecv(outgoing, dest, incoming, source, TAG_COLLECTIVE, TAG_COLLECTIVE)
     else:
         signed_exchange(comm, call, outgoing, dest, incoming, source)
