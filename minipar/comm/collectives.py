@@ -204,6 +204,7 @@ ALGORITHMS = {  # ring_allreduce (ring.py) is the first, and the default
 ONE_HOST_ALGORITHMS = {"shm": shm_core}  # shm.py: shared memory, every rank on one host
 
 LABELS = {name: f"{name}_allreduce" for name in [*ALGORITHMS, *ONE_HOST_ALGORITHMS]}  # message log
+EXTRAS = {name: f"algorithm={name}" for name in LABELS}  # the signature's last field, made once
 
 
 def allreduce(comm: Communicator, array: Any, op: str = "sum", algorithm: str = "ring") -> Any:
@@ -221,7 +222,7 @@ def allreduce(comm: Communicator, array: Any, op: str = "sum", algorithm: str = 
     if core is None:
         raise ValueError(f"allreduce: algorithm must be one of "
                          f"{sorted([*ALGORITHMS, *ONE_HOST_ALGORITHMS]) + ['auto']}, got {algorithm!r}")
-    with Collective(comm, "allreduce", op, flat.dtype, flat.size, f"algorithm={algorithm}",
+    with Collective(comm, "allreduce", op, flat.dtype, flat.size, EXTRAS[algorithm],
                     label=LABELS[algorithm]):
         if comm.size > 1 and flat.size > 0:
             core(comm, flat, op)

@@ -43,7 +43,7 @@ PERIOD = 0.25  # seconds between the watchdog's looks
 GRACE = 2.0  # seconds a wait on a departed rank may still take (its last messages arrive)
 TAG_GOODBYE = 1
 
-_slots: dict[int, list] = {}  # thread ident -> [start, comm, verb, peer, tag, nbytes, stack]
+_slots: dict[int, list] = {}  # thread ident -> [start, (comm, verb, peer, tag, nbytes, stack)]
 _mine = threading.local()
 
 
@@ -52,21 +52,16 @@ def enter(comm: Any, verb: str, peer: int | None, tag: int | None, nbytes: int) 
     try:
         slot = _mine.slot
     except AttributeError:
-        slot = _mine.slot = [0.0, None, "", None, None, 0, None]
+        slot = _mine.slot = [0.0, None]
         _slots[threading.get_ident()] = slot
-    slot[1] = comm
-    slot[2] = verb
-    slot[3] = peer
-    slot[4] = tag
-    slot[5] = nbytes
-    slot[6] = getattr(here, "stack", None)
+    slot[1] = (comm, verb, peer, tag, nbytes, getattr(here, "stack", None))
     slot[0] = time.monotonic()  # last: the watchdog reads a slot only once this is set
     return slot
 
 
 def describe_wait(slot: list, waited: float) -> str:
     """``rank 0 of 3 waited 2.1 s to receive from rank 1 (tag 30001, 32 bytes) during allreduce``."""
-    _, comm, verb, peer, tag, nbytes, stack = slot
+    comm, verb, peer, tag, nbytes, stack = slot[1]
     who = f"rank {peer}" if peer is not None else "the other ranks"
     details = ", ".join(([f"tag {tag}"] if tag is not None else []) + [f"{nbytes} bytes"])
     during = " > ".join(stack) if stack else "point-to-point (no collective)"
@@ -100,9 +95,10 @@ class Watchdog:
 
     def check(self, now: float) -> None:
         for slot in list(_slots.values()):
-            start, comm, peer = slot[0], slot[1], slot[3]
+            start, what = slot
             if not start:
                 continue
+            comm, peer = what[0], what[2]
             if comm.timeout is not None and now - start > comm.timeout:
                 self.abort(f"CommTimeoutError: {describe_wait(slot, now - start)}; deadline is "
                            f"{comm.timeout} s (MINIPAR_COMM_TIMEOUT). Is that rank stuck, dead, or "
