@@ -208,8 +208,8 @@ def test_mpiexec_command_places_ranks_in_blocks_of_ppn_per_host(tmp_path: Path,
     (tmp_path / "enter.sh").write_text("")
     line = cluster.mpiexec_command(5, ["python", "x.py"], hosts=["minipar-node0", "minipar-node1"])
     assert line[1:] == ["-launcher", "ssh", "-launcher-exec", str(tmp_path / "enter.sh"), "-localhost",
-                        cluster.BRIDGE_ADDRESS, "-hosts", "minipar-node0,minipar-node1", "-ppn", "3", "-n", "5",
-                        "python", "x.py"]
+                        cluster.BRIDGE_ADDRESS, "-hosts", "minipar-node0,minipar-node1", "-ppn", "3",
+                        "-n", "5", "python", "x.py"]
     with pytest.raises(ValueError, match="ppn must be a positive int, got 0"):
         cluster.mpiexec_command(2, ["python"], ppn=0, hosts=["minipar-node0"])
 
@@ -309,7 +309,8 @@ def test_a_bad_cluster_id_is_named(value: str) -> None:
     script = "import minipar.cluster.hosts"
     done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "MINIPAR_CLUSTER_ID": value},
                           capture_output=True, text=True)
-    assert done.returncode != 0 and f"MINIPAR_CLUSTER_ID must be an integer from 0 to 99, got {value!r}" in done.stderr
+    assert done.returncode != 0
+    assert f"MINIPAR_CLUSTER_ID must be an integer from 0 to 99, got {value!r}" in done.stderr
 
 
 def test_clusters_side_by_side_have_names_of_their_own() -> None:
