@@ -27,7 +27,7 @@ the ranks inside the hosts and makes MPI use TCP (``UCX_TLS=tcp``,
 
 On one host (no ``--cluster``) step 2 has no link to count and step 3 runs there,
 with the reasons its numbers differ (cores vs ranks, memcpy, the load average at
-start). ~20 s by default; ``--full`` adds 1 and 64 MiB and repeats more. Only rank 0 prints.
+start). ~10 s by default; ``--full`` adds 1 and 64 MiB and repeats more. Only rank 0 prints.
 """
 
 from __future__ import annotations
@@ -267,7 +267,8 @@ if "mpi" in t:
               f"{max(compute, mpi):.1f}", hidden(compute + mpi, t["mpi thread"], mpi))]
 say(f"   {'':<44}{'ms':>7}   {'model':<30}{'hidden':>7}")
 for label, name, model, hidden in rows:
-    say(f"   {label:<44}{t[name]:>7.1f}   {model:<30}" + (f"{hidden:>7.2f}" if hidden is not None else ""))
+    shown = f"{hidden:>7.2f}" if hidden is not None else ""
+    say(f"   {label:<44}{t[name]:>7.1f}   {model:<30}{shown}".rstrip())
 say("   hidden 1: all that can be hidden is; 0: nothing; below 0: overlapping costs more than it hides.")
 if rank == 0 and not spans_hosts:
     print("\n".join(cluster.one_host_caveats(p, LOAD_AT_START)))
