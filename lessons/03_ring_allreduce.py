@@ -13,7 +13,12 @@ the gradients). This lesson
    for the ring and ``(p-1) N`` at the root of the naive
    reduce-then-broadcast;
 3. times naive vs ring all-reduce and prints the ratio beside the alpha-beta
-   model's prediction.
+   model's prediction. On the emulated cluster (``minipar cluster up --hosts 2
+   --gbit 2``, then ``minipar run 3 -n 4 --cluster``: k = 2 ranks per host) the
+   links set the time and the model is the link's: naive moves 2(p-k) N through
+   rank 0's host, the ring 2(p-1)/p N through every host, ratio (p-k) p/(p-1),
+   each time printed beside bytes x 8 / rate. On one host it says why the
+   numbers there differ (cores vs ranks, memcpy, the load average at start).
 
 ``--readable`` runs the one-pass ring (``ring_allreduce(..., slabs=False)``)
 instead of the slabbed default; at these sizes both send the same messages.
@@ -26,12 +31,16 @@ MPIR_CVAR_ENABLE_HEAVY_YIELD=1, or MPICH's busy-polling ranks starve each other.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
 import numpy as np
 
 import minipar.comm as mc
+from minipar import cluster
+
+LOAD_AT_START = os.getloadavg()[0]  # before this lesson loads the cores
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--readable", action="store_true",
@@ -99,5 +108,23 @@ big = np.zeros(16 * 1024 * 1024 // 4, dtype=np.float32)  # 16 MiB
 naive_time = median_time(mc.naive_allreduce, big)
 ring_time = median_time(lambda c, x: mc.ring_allreduce(c, x, slabs=not options.readable), big)
 say(f"\n3. 16 MiB: naive {naive_time * 1e3:.1f} ms, ring {ring_time * 1e3:.1f} ms, "
-    f"naive/ring = {naive_time / ring_time:.1f} (bandwidth model: p = {p})")
-say("   (with fewer cores than ranks the processes also queue for CPU, which blurs the ratio)")
+    f"naive/ring = {naive_time / ring_time:.1f}")
+blobs = mc.gather_to_root(comm, comm.host_name().encode())
+names = [bytes(blob).decode() for blob in blobs or []]  # every rank's host, on rank 0
+if rank == 0 and len(set(names)) > 1:  # ranks on several hosts: the links decide
+    k = names.count(names[0])  # ranks per host (in blocks: ranks 0 .. k-1 share rank 0's host)
+    say(f"   on {len(set(names))} hosts, k = {k} ranks per host: naive moves (p-k) N into rank 0's host, "
+        f"then (p-k) N out,\n   2(p-k) N = {2 * (p - k) * big.nbytes:,} B one after the other; the ring "
+        f"2(p-1)/p N = {2 * (p - 1) * big.nbytes // p:,} B each way on every host's link at once;\n"
+        f"   link model naive/ring = (p-k) p/(p-1) = {(p - k) * p / (p - 1):.2f}")
+    link = cluster.host_link()
+    if link is not None and link.rate_bits:
+        wire = cluster.tcp_framing(link.mtu) * 8 / link.rate_bits  # seconds per payload byte
+        naive_model, ring_model = 2 * (p - k) * big.nbytes * wire, 2 * (p - 1) / p * big.nbytes * wire
+        say(f"   at {link.rate_bits / 1e9:g} Gbit/s (x {cluster.tcp_framing(link.mtu):.3f} TCP/IP framing): "
+            f"naive {naive_model * 1e3:.1f} ms (measured/model {naive_time / naive_model:.2f}), "
+            f"ring {ring_model * 1e3:.1f} ms (measured/model {ring_time / ring_model:.2f})")
+elif rank == 0:
+    say(f"   bandwidth model naive/ring = p = {p}: naive 2(p-1) N beta at rank 0 against the ring's "
+        "2(p-1)/p N beta; it holds where each rank has a link of its own")
+    say("\n".join(cluster.one_host_caveats(p, LOAD_AT_START)))

@@ -18,6 +18,12 @@
    bucket all-reduces run on the communication thread while the main thread is
    still differentiating the earlier layers.
 
+On the emulated cluster (``minipar cluster up --hosts 2 --gbit 2``, then
+``minipar run 4 -n 4 --cluster``) step 2 also prints the least time the link
+allows a step, 2(p-1)/p N bytes x 8 / rate, beside the measured steps; on one
+host it says why the numbers there differ (cores vs ranks, memcpy, the load
+average at start).
+
 ``--readable`` runs the plain forms (DDP's copying buckets, the whole-array SGD):
 the same numbers, a little slower. Only rank 0 prints.
 """
@@ -25,6 +31,7 @@ the same numbers, a little slower. Only rank 0 prints.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -32,13 +39,14 @@ import numpy as np
 from tqdm import tqdm
 
 import minipar
-from minipar import nn, optim
-from minipar.comm import allreduce, message_log, world
+from minipar import cluster, nn, optim
+from minipar.comm import allreduce, gather_to_root, message_log, world
 from minipar.nn import functional as F
 from minipar.observe import trace
 from minipar.parallel import DistributedDataParallel, NaiveDataParallel
 from minipar.utils.data import DataLoader, DistributedSampler, TensorDataset, load_digits
 
+LOAD_AT_START = os.getloadavg()[0]  # before this lesson loads the cores
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--readable", action="store_true",
                     help="the plain forms (copying buckets, whole-array SGD)")
@@ -155,8 +163,22 @@ say(f"  {f'DDP, {n_buckets} bucket(s) of 25 MiB':<26}{ddp_sent:>14}{2 * (p - 1) 
 slabs = ddp_sent // max(1, 2 * (p - 1) * n_buckets)
 if slabs > 1:
     say(f"  (chunks over 2 MiB travel in K = {slabs} slabs: 2(p-1) K messages per bucket)")
-say("  (the same bytes either way; on one machine the time is mostly memcpy on the computing cores,"
-    "\n   so fewer, bigger messages help less than across hosts: see lesson 18)")
+blobs = gather_to_root(comm, comm.host_name().encode())
+names = [bytes(blob).decode() for blob in blobs or []]  # every rank's host, on rank 0
+link = cluster.host_link() if len(set(names)) > 1 else None  # rank 0's host's cable (root only)
+gradient_bytes = sum(param.array.nbytes for param in bucketed.parameters())
+if rank == 0 and len(set(names)) > 1:
+    on_link = 2 * (p - 1) / p * gradient_bytes  # ranks in blocks by host: one ring edge leaves each host
+    say(f"  on {len(set(names))} hosts: both forms send 2(p-1)/p N = {on_link:,.0f} B of gradients over each "
+        "host's link per step")
+    if link is not None and link.rate_bits:
+        least = on_link * cluster.tcp_framing(link.mtu) * 8 / link.rate_bits
+        say(f"  at {link.rate_bits / 1e9:g} Gbit/s (x {cluster.tcp_framing(link.mtu):.3f} TCP/IP framing) "
+            f"that takes {least * 1e3:.1f} ms: measured step / link time = naive {naive_time / least:.2f}, "
+            f"DDP {ddp_time / least:.2f}")
+elif rank == 0:
+    say("  (the same bytes either way)")
+    say("\n".join("  " + line for line in cluster.one_host_caveats(p, LOAD_AT_START)))
 
 # ----- 3. watch the overlap -------------------------------------------------------------------------
 wide = DistributedDataParallel(mlp([784, 1024, 1024, 1024, 10], np.float32), comm=comm, bucket_cap_mb=2)

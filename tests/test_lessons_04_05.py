@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -20,6 +21,10 @@ def test_lesson_04_data_parallel_loss_curve_equals_one_process_and_shows_overlap
     assert measured == exact
     assert len(re.findall(r"allreduce bucket \d+ +ddp-comm-rank0", out)) >= 3
     assert "of the all-reduce time ran while backward was still computing" in out
+    # on one host it says why the step times are not the link's (lesson 18 for the cluster)
+    assert "why these timings differ from the formula here (every rank on one host)" in out
+    assert f"cores vs ranks: p = 4 ranks on {os.cpu_count()} cores" in out
+    assert re.search(rf"load average at start: \d+\.\d\d over the last minute on {os.cpu_count()} cores", out)
 
 
 @requires_mpi

@@ -9,7 +9,8 @@
 The same from the shell: ``minipar cluster up --hosts 2 --gbit 2``, ``minipar
 cluster run -n 4 -- python -m mpi4py train.py``, ``minipar cluster status``,
 ``minipar cluster down``. ``hosts.py`` builds the hosts and links,
-``launch.py`` starts MPI ranks on them.
+``launch.py`` starts MPI ranks on them, ``this_host.py`` is what a rank
+learns about its own host (its link's counters, or why one host's timings differ).
 """
 
 from minipar.cluster.hosts import (
@@ -24,6 +25,8 @@ from minipar.cluster.hosts import (
     up,
 )
 from minipar.cluster.launch import LINK_ENV, mpiexec_command, rank_env, run
+from minipar.cluster.this_host import HostLink, host_link, one_host_caveats, tcp_framing
 
-__all__ = ["BRIDGE", "BRIDGE_ADDRESS", "LINK_ENV", "ClusterStatus", "ClusterUnavailable", "Host", "down",
-           "mpiexec_command", "rank_env", "require_tools", "run", "status", "up"]
+__all__ = ["BRIDGE", "BRIDGE_ADDRESS", "LINK_ENV", "ClusterStatus", "ClusterUnavailable", "Host", "HostLink",
+           "down", "host_link", "mpiexec_command", "one_host_caveats", "rank_env", "require_tools", "run",
+           "status", "tcp_framing", "up"]
