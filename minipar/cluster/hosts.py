@@ -46,6 +46,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,8 +134,14 @@ def _run(*command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def namespaces() -> list[str]:
     """The cluster's namespaces that exist now, host 0 first."""
-    listing = _run("ip", "-j", "netns", "list", check=False).stdout.strip()
-    names = [entry["name"] for entry in json.loads(listing or "[]")]
+    for attempt in range(5):  # `ip netns list` can fail while another process adds a namespace
+        done = _run("ip", "-j", "netns", "list", check=False)
+        if done.returncode == 0:
+            break
+        time.sleep(0.1 * (attempt + 1))
+    else:
+        raise RuntimeError(f"ip -j netns list failed five times: {done.stderr.strip()}")
+    names = [entry["name"] for entry in json.loads(done.stdout.strip() or "[]")]
     ours = [name for name in names if name.startswith(NAMESPACE_PREFIX)
             and name[len(NAMESPACE_PREFIX):].isdigit()]
     return sorted(ours, key=lambda name: int(name[len(NAMESPACE_PREFIX):]))
