@@ -40,11 +40,24 @@ import numpy as np
 
 from minipar.comm import allgather, allreduce, reduce_scatter, world
 from minipar.comm.auto import CANDIDATES, CostModel, Link, cache_path, model_to_json, predict, step_time
-from minipar.observe.cost.fit import fit_alpha_beta
 
-LINK_SIZES = (8, 4096, 65536, 2**18, 2**21, 2**24)  # bytes per exchange
+LINK_SIZES = (8, 4096, 32768, 65536, 2**18, 2**20, 2**21, 2**23)  # bytes per exchange (ring slabs: <= 2 MiB)
 BYTES_REGIME = 65536  # the paced-or-not decision looks at sizes from here up
 TINY = 2  # float32 elements of the all-reduce whose time is (nearly) all overhead
+
+
+def fit_alpha_beta(sizes: list[float], seconds: list[float]) -> tuple[float, float]:
+    """Hockney's fit: alpha = time of the smallest message; beta = least-squares slope of
+    (time - alpha) against size over the larger half of the sizes (where bandwidth dominates).
+    """
+    order = np.argsort(sizes)
+    n, t = np.asarray(sizes, float)[order], np.asarray(seconds, float)[order]
+    if n.size < 2:
+        raise ValueError(f"fit_alpha_beta needs at least 2 sizes, got {n.size}")
+    alpha = max(float(t[0]), 0.0)
+    big = slice(n.size // 2, None)
+    beta = float(np.sum(n[big] * (t[big] - alpha)) / np.sum(n[big] ** 2))
+    return alpha, max(beta, 1e-15)
 
 
 def timings(call: Callable[[], Any], repeats: int) -> list[float]:
