@@ -7,8 +7,9 @@
 One run measures one link kind with exactly 2 ranks, each on a core of its own (the
 model's premise; a run with fewer cores than ranks is refused):
 
-1. link: both ranks ``sendrecv`` n bytes, n in ``LINK_SIZES``, each call timed; the
-   median over ``rounds`` interleaved rounds of repeats. alpha = the median at 8 B.
+1. link: both ranks ``sendrecv`` n bytes, n in ``LINK_SIZES`` (8 B to 2 MiB, the largest
+   message the slabbed ring sends), each call timed; the median over ``rounds``
+   interleaved rounds of repeats. alpha = the median at 8 B.
    Two forms are fitted: the sum ``alpha + n beta`` (Hockney: beta the least-squares
    slope of t - alpha over the larger half of the sizes) and the *paced* form
    ``max(alpha, n beta)`` (beta through the origin over the same half: a link whose
@@ -41,7 +42,7 @@ import numpy as np
 from minipar.comm import allgather, allreduce, reduce_scatter, world
 from minipar.comm.auto import CANDIDATES, CostModel, Link, cache_path, model_to_json, predict, step_time
 
-LINK_SIZES = (8, 4096, 32768, 65536, 2**18, 2**20, 2**21, 2**23)  # bytes per exchange (ring slabs: <= 2 MiB)
+LINK_SIZES = (8, 4096, 32768, 65536, 2**18, 2**19, 2**20, 2**21)  # up to the ring's 2 MiB slabs
 BYTES_REGIME = 65536  # the paced-or-not decision looks at sizes from here up
 TINY = 2  # float32 elements of the all-reduce whose time is (nearly) all overhead
 
@@ -176,8 +177,12 @@ def write_atomically(path: Path, data: dict[str, Any]) -> None:
 
 
 def fit_cache(out: str | os.PathLike[str] | None = None, cluster: bool = False, rounds: int = 5,
-              timeout: float = 240.0) -> dict[str, Any]:
-    """Run the fit (2 ranks per run; on the cluster one intra and one inter run) and write the cache."""
+              timeout: float = 240.0, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run the fit (2 ranks per run; on the cluster one intra and one inter run) and write the cache.
+
+    ``env``: extra variables for the ranks, e.g. ``MPIR_CVAR_ENABLE_HEAVY_YIELD=1`` to fit the
+    way MPICH waits when a job has more ranks than cores (its latencies are then much larger).
+    """
     path = Path(out) if out is not None else cache_path()
     parts = []
     with_hosts = [("intra", 2), ("inter", 1)] if cluster else [("intra", None)]
@@ -189,11 +194,12 @@ def fit_cache(out: str | os.PathLike[str] | None = None, cluster: bool = False, 
             from minipar import cluster as emulated
 
             done = emulated.run(2, command, ppn=ppn, timeout=timeout, capture_output=True,
-                                env={"OMP_NUM_THREADS": "1"})
+                                env={"OMP_NUM_THREADS": "1", **(env or {})})
         else:
             mpiexec = Path(sys.executable).with_name("mpiexec")
-            env = {**os.environ, "OMP_NUM_THREADS": "1", "MPIEXEC_TIMEOUT": str(round(timeout))}
-            done = subprocess.run([str(mpiexec), "-n", "2", *command], env=env, capture_output=True,
+            launch_env = {**os.environ, "OMP_NUM_THREADS": "1", "MPIEXEC_TIMEOUT": str(round(timeout)),
+                          **(env or {})}
+            done = subprocess.run([str(mpiexec), "-n", "2", *command], env=launch_env, capture_output=True,
                                   text=True, timeout=timeout + 15)
         if done.returncode != 0:
             raise RuntimeError(f"the {kind}-host fit failed (exit code {done.returncode}):\n"
