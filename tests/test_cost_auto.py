@@ -123,6 +123,8 @@ def test_fit_link_tells_a_paced_link_from_a_copying_one() -> None:
     sizes = [8, 4096, 32768, 65536, 2**18, 2**20, 2**21, 2**23]
     paced, worst = fit_link(sizes, [max(20e-6, n * 4e-9) for n in sizes])
     assert paced.paced and paced.beta == pytest.approx(4e-9, rel=1e-6) and worst["paced"] < 1e-6
+    inside_a_host, _ = fit_link(sizes, [max(20e-6, n * 4e-9) for n in sizes], may_pace=False)
+    assert not inside_a_host.paced  # the CPU copies the bytes there: never the paced form
     copying, _ = fit_link(sizes, [5e-6 + n * 1e-10 for n in sizes])
     assert not copying.paced and copying.alpha == pytest.approx(5e-6 + 8e-10)
     assert copying.beta == pytest.approx(1e-10, rel=1e-6)

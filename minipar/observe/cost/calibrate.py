@@ -14,7 +14,8 @@ model's premise; a run with fewer cores than ranks is refused):
    slope of t - alpha over the larger half of the sizes) and the *paced* form
    ``max(alpha, n beta)`` (beta through the origin over the same half: a link whose
    bytes are paced by a NIC or a token bucket while the CPU's work overlaps them).
-   Kept: the form with the smaller worst relative error from 64 KiB up.
+   Kept: the form with the smaller worst relative error from 64 KiB up, between hosts;
+   inside a host the CPU copies the bytes itself, so there it is always the sum.
 2. gamma: an in-place add of 16 MiB float32; flops: a 384x384 matmul (rank 0).
 3. overhead, per algorithm: the median time of a tiny all-reduce (2 float32) minus
    what the link predicts for its messages (``minipar.comm.auto.predict`` with no
@@ -71,8 +72,12 @@ def timings(call: Callable[[], Any], repeats: int) -> list[float]:
     return times
 
 
-def fit_link(sizes: list[int], seconds: list[float]) -> tuple[Link, dict[str, float]]:
-    """The Link that fits (size, median seconds) best, and the worst relative error of each form."""
+def fit_link(sizes: list[int], seconds: list[float], may_pace: bool = True) -> tuple[Link, dict[str, float]]:
+    """The Link that fits (size, median seconds) best, and the worst relative error of each form.
+
+    ``may_pace=False`` (ranks on one host: the CPU itself copies the bytes, nothing paces them
+    apart from it) keeps the sum form whatever the errors say.
+    """
     n, t = np.asarray(sizes, float), np.asarray(seconds, float)
     alpha, beta_sum = fit_alpha_beta(sizes, seconds)
     big = np.argsort(n)[n.size // 2:]
@@ -81,7 +86,7 @@ def fit_link(sizes: list[int], seconds: list[float]) -> tuple[Link, dict[str, fl
     judged = n >= BYTES_REGIME
     worst = {name: float(np.max(np.abs([link.message(x) / y - 1 for x, y in zip(n[judged], t[judged])])))
              for name, link in forms.items()}
-    return forms[min(worst, key=worst.__getitem__)], worst
+    return forms[min(worst, key=worst.__getitem__) if may_pace else "sum"], worst
 
 
 def measure_link(comm: Any, rounds: int) -> dict[str, Any] | None:
@@ -103,9 +108,9 @@ def measure_link(comm: Any, rounds: int) -> dict[str, Any] | None:
             if round_index:
                 exchange[n].extend(times)
     medians = {n: float(np.median(exchange[n])) for n in LINK_SIZES}
-    link, worst = fit_link(list(medians), list(medians.values()))
     names = host_names(comm)
     hosts = [0, 0] if names[0] == names[1] else [0, 1]
+    link, worst = fit_link(list(medians), list(medians.values()), may_pace=hosts == [0, 1])
     gamma, flops = _compute_rates()
     model = CostModel(link, link if hosts == [0, 1] else None, gamma, dict.fromkeys(CANDIDATES, 0.0))
     tiny = np.zeros(TINY, np.float32)
