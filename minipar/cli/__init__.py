@@ -9,6 +9,7 @@
     minipar cluster up --hosts 2 --gbit 2   # emulated hosts (root); then run ... --cluster
     minipar run 3 -n 4 --cluster        # the lesson's ranks spread over those hosts
     minipar run 3 -n 8 --hostfile hosts # real machines: mpiexec -f hosts
+    minipar cost fit [--cluster]        # fit the cost model that all-reduce "auto" reads
 
 ``run`` launches the ``mpiexec`` installed next to this Python (the venv's
 MPICH) with ``python -m mpi4py``, so an exception on any rank ends them all;
@@ -32,6 +33,8 @@ from pathlib import Path
 
 from minipar.cli.cluster import add_parser as add_cluster_parser
 from minipar.cli.cluster import run_cluster
+from minipar.cli.cost import add_parser as add_cost_parser
+from minipar.cli.cost import run_cost
 from minipar.cli.info import _info
 from minipar.cli.lessons import (
     Script,
@@ -73,9 +76,12 @@ def main(argv: list[str] | None = None) -> int:
                          help="spread the ranks over the emulated hosts (minipar cluster up)")
         sub.add_argument("--hostfile", default=None, help="real hosts: passed to mpiexec as -f FILE")
     add_cluster_parser(commands)
+    add_cost_parser(commands)
     options = parser.parse_args(argv)
     if options.command == "cluster":
         return run_cluster(options, passthrough)
+    if options.command == "cost":
+        return run_cost(options)
     try:
         if options.command == "info":
             print(_info())

@@ -17,8 +17,10 @@ bandwidth); reducing n bytes takes ``n gamma``; N is the array's size in bytes.
     ring                 2(p-1) alpha + 2(p-1)/p N beta + (p-1)/p N gamma   2(p-1)/p N
 
 The ring's bandwidth term does not grow with p, so it wins for big arrays;
-recursive doubling has the fewest latencies, so it wins for small ones
-(``allreduce(..., algorithm="auto")`` switches at ``AUTO_SMALL_BYTES``).
+recursive doubling has the fewest latencies, so it wins for small ones.
+``allreduce(..., algorithm="auto")`` picks whichever the fitted cost model
+(``auto.py``: alpha and beta per link kind, a per-call overhead) predicts
+fastest, and falls back to a switch at ``AUTO_SMALL_BYTES`` without one.
 These formulas are computed in one place, ``minipar/observe/cost/model.py`` (the scale
 model that lesson 13 and ``minipar cost`` evaluate); the table here is their summary.
 """
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from minipar.comm import auto
 from minipar.comm import signature as signed
 from minipar.comm._common import (
     combiner,
@@ -37,17 +40,12 @@ from minipar.comm._common import (
     run_allreduce,
     scratch,
 )
+from minipar.comm.auto import AUTO_SMALL_BYTES
 from minipar.comm.communicator import Communicator, require_communicator
 from minipar.comm.hierarchical import hierarchical_core
 from minipar.comm.ring import allgather, reduce_scatter, ring_allreduce, ring_allreduce_in_slabs
 from minipar.comm.safety import Collective
 from minipar.comm.shm import shm_core
-
-# Below this, "auto" picks recursive doubling. Where the two cost formulas cross depends on
-# alpha: at p = 2, L alpha + N(beta + gamma) = 2 alpha + N(beta + gamma/2) at N = 2 alpha/gamma.
-# MPICH, with alpha ~ 1 us, switches at 2 KiB; a message sent from Python costs ~5-8 us, which
-# moves the crossover to ~100-500 KiB (measured at p = 2). 64 KiB stays on the safe side for any p.
-AUTO_SMALL_BYTES = 64 * 1024
 
 
 def broadcast(comm: Communicator, array: Any, root: int = 0) -> Any:
@@ -212,12 +210,14 @@ def allreduce(comm: Communicator, array: Any, op: str = "sum", algorithm: str = 
 
     ``algorithm``: "ring", "naive", "tree", "recursive_doubling", "hierarchical"
     (``hierarchical.py``), "shm" (``shm.py``: ranks on one host only) or "auto"
-    (recursive doubling below ``AUTO_SMALL_BYTES`` = 64 KiB, ring from there on).
+    (``auto.py``: ring, recursive doubling or hierarchical, whichever the fitted cost
+    model predicts fastest; without a fitted model, after a warning, recursive doubling
+    below ``AUTO_SMALL_BYTES`` = 64 KiB and ring from there on).
     ``op``: "sum", "mean" (floating dtypes), "max" or "min".
     """
     flat = prepare(comm, array, "allreduce", op)
     if algorithm == "auto":
-        algorithm = "recursive_doubling" if flat.nbytes < AUTO_SMALL_BYTES else "ring"
+        algorithm = auto.choose(comm, flat.nbytes)  # collective on a communicator's first call
     core = ALGORITHMS.get(algorithm) or ONE_HOST_ALGORITHMS.get(algorithm)
     if core is None:
         raise ValueError(f"allreduce: algorithm must be one of "

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -19,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from minipar.observe.cost.model import ALLREDUCE, CACHE, FIT_SIZES, Machine, scaling_table
+from minipar.observe.cost.calibrate import fit_alpha_beta, fit_cache
+from minipar.observe.cost.model import ALLREDUCE, FIT_SIZES, Machine, scaling_table
 
 
 def idle_barrier(comm: Any) -> None:
@@ -30,20 +30,6 @@ def idle_barrier(comm: Any) -> None:
         comm.barrier()
     finally:
         comm.timeout = saved
-
-
-def fit_alpha_beta(sizes: list[float], seconds: list[float]) -> tuple[float, float]:
-    """Hockney's fit: alpha = time of the smallest message; beta = least-squares slope of
-    (time - alpha) against size over the larger half of the sizes (where bandwidth dominates).
-    """
-    order = np.argsort(sizes)
-    n, t = np.asarray(sizes, float)[order], np.asarray(seconds, float)[order]
-    if n.size < 2:
-        raise ValueError(f"fit_alpha_beta needs at least 2 sizes, got {n.size}")
-    alpha = max(float(t[0]), 0.0)
-    big = slice(n.size // 2, None)
-    beta = float(np.sum(n[big] * (t[big] - alpha)) / np.sum(n[big] ** 2))
-    return alpha, max(beta, 1e-15)
 
 
 def _rounds(comm: Any, sizes: tuple[int, ...], rounds: int, also: Callable[[], None] | None
@@ -146,35 +132,35 @@ def check_allreduce(comm: Any, nbytes: int, algorithm: str = "ring", rounds: int
             "ratio": measured / predicted, "cpu_share": share, **asdict(machine)}
 
 
-def fit(comm: Any = None, cache: str | os.PathLike = CACHE, refresh: bool = False) -> Machine:
-    """This machine's constants: measured on ``comm`` if it has 2+ ranks, else read from ``cache``,
-    else measured by ``mpiexec -n 2 python -m mpi4py -m minipar.observe.cost --save cache`` (a few s).
+def read_machine(path: str | os.PathLike) -> Machine:
+    """The intra-host Machine in a cache file (``minipar cost fit``'s, or an older bare one)."""
+    data = json.loads(Path(path).read_text())
+    if "format" not in data:  # the older cache: just the four constants
+        return Machine(**data)
+    from minipar.comm.auto import model_from_json
+
+    model = model_from_json(data)
+    return Machine(model.intra.alpha, model.intra.beta, model.gamma, float(data["flops"]),
+                   model.overhead["ring"])
+
+
+def fit(comm: Any = None, cache: str | os.PathLike | None = None, refresh: bool = False) -> Machine:
+    """This machine's constants: measured on ``comm`` if it has 2+ ranks, else read from ``cache``
+    (default: the file ``minipar cost fit`` writes), else first fitted by that (a few seconds).
     """
     if comm is not None and comm.size >= 2:
         return measure(comm)
-    path = Path(cache)
+    from minipar.comm.auto import cache_path
+
+    path = Path(cache) if cache is not None else cache_path()
     if refresh or not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        mpiexec = Path(sys.executable).with_name("mpiexec")
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MPIEXEC_TIMEOUT": "120"}
-        subprocess.run([str(mpiexec), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "minipar.observe.cost",
-                        "--save", str(path)], check=True, env=env, timeout=180, stdout=subprocess.DEVNULL)
-    with open(path) as f:
-        return Machine(**json.load(f))
+        fit_cache(path)
+    return read_machine(path)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``--save PATH`` under mpiexec: measure, rank 0 writes JSON. Else: fit, print a table."""
+    """Fit (or read the cache), print the machine and a scaling table."""
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["--save"]:
-        from minipar.comm import world
-
-        comm = world()
-        machine = measure(comm)
-        if comm.rank == 0:
-            with open(args[1], "w") as f:
-                json.dump(asdict(machine), f)
-        return
     machine = fit(refresh="--refresh" in args)
     print(f"this machine: {machine}")
     print(f"{'p':>5} {'DDP step':>10} {'eff':>5} {'pipeline':>10} {'eff':>5} {'bubble':>6} "

@@ -7,26 +7,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
+
+from minipar.comm.cost_cache import DEFAULT_CACHE
 
 FIT_SIZES = (8, 4096, 2**18, 2**21, 2**24)  # bytes per exchange: latency-bound to bandwidth-bound
 RANKS = (8, 16, 64, 256, 1024, 4096)
-CACHE = Path.home() / ".cache" / "minipar" / "machine.json"
+CACHE = DEFAULT_CACHE  # where `minipar cost fit` writes (MINIPAR_COST_CACHE overrides it)
 
 
 @dataclass(frozen=True)
 class Machine:
-    """The fitted constants: seconds per message, per byte sent, per byte reduced; flop/s."""
+    """The fitted constants: seconds per message, per byte sent, per byte reduced; flop/s;
+    and ``overhead``, seconds of Python per all-reduce call (checks, chunk bounds, buffers),
+    paid once per call whatever its size: the term a message-only model misses for small arrays.
+    """
 
     alpha: float
     beta: float
     gamma: float
     flops: float
+    overhead: float = 0.0
 
     def __str__(self) -> str:
         return (f"alpha {self.alpha * 1e6:.2f} us/message, beta {self.beta * 1e12:.1f} ps/byte "
                 f"({1e-9 / self.beta:.2f} GB/s), gamma {self.gamma * 1e12:.1f} ps/byte "
-                f"({1e-9 / self.gamma:.2f} GB/s), compute {self.flops / 1e9:.1f} GFLOP/s")
+                f"({1e-9 / self.gamma:.2f} GB/s), compute {self.flops / 1e9:.1f} GFLOP/s, "
+                f"overhead {self.overhead * 1e6:.1f} us/call")
 
 
 def _log2(p: int) -> int:
@@ -36,25 +42,31 @@ def _log2(p: int) -> int:
 
 
 # ----- collectives: seconds for N bytes on p ranks ---------------------------------------------
+def _call(p: int, m: Machine) -> float:
+    """The per-call overhead, paid by every all-reduce with something to do (p > 1)."""
+    return m.overhead if p > 1 else 0.0
+
+
 def naive_allreduce(p: int, nbytes: float, m: Machine) -> float:
-    return 2 * (p - 1) * (m.alpha + nbytes * m.beta) + (p - 1) * nbytes * m.gamma
+    return _call(p, m) + 2 * (p - 1) * (m.alpha + nbytes * m.beta) + (p - 1) * nbytes * m.gamma
 
 
 def tree_allreduce(p: int, nbytes: float, m: Machine) -> float:
     L = _log2(p)
-    return 2 * L * (m.alpha + nbytes * m.beta) + L * nbytes * m.gamma
+    return _call(p, m) + 2 * L * (m.alpha + nbytes * m.beta) + L * nbytes * m.gamma
 
 
 def recursive_doubling_allreduce(p: int, nbytes: float, m: Machine) -> float:
     _log2(p)
     L = p.bit_length() - 1  # floor(log2 p) rounds among the largest 2^k ranks
     fold = 0.0 if p & (p - 1) == 0 else 2 * (m.alpha + nbytes * m.beta)
-    return L * (m.alpha + nbytes * (m.beta + m.gamma)) + fold
+    return _call(p, m) + L * (m.alpha + nbytes * (m.beta + m.gamma)) + fold
 
 
 def ring_allreduce(p: int, nbytes: float, m: Machine) -> float:
     _log2(p)
-    return 2 * (p - 1) * m.alpha + 2 * (p - 1) / p * nbytes * m.beta + (p - 1) / p * nbytes * m.gamma
+    return (_call(p, m) + 2 * (p - 1) * m.alpha + 2 * (p - 1) / p * nbytes * m.beta
+            + (p - 1) / p * nbytes * m.gamma)
 
 
 def reduce_scatter(p: int, nbytes: float, m: Machine) -> float:
