@@ -31,10 +31,30 @@ are kept on the communicator. Ranks need not be in blocks. Every host must hold
 the same number of ranks (so that shard i means the same elements everywhere):
 uneven hosts raise ValueError on every rank.
 
-Summation order per element: first inside the host (ring order), then across
-hosts (ring order), so the result equals the flat ring's to float rounding, not
-bitwise; it is bit-identical on every rank (each shard is finished by one ring
-and then copied).
+Steps 1 and 3 come in two forms, chosen by ``allreduce(..., intra_host=)``:
+
+- ``"ring"``, ``hierarchical_point_to_point`` (first below, the picture): the ring's
+  reduce-scatter and all-gather on the host's communicator, messages like any other;
+- ``"shm"``, ``hierarchical_shared_memory``: the host's ranks share one MPI-3 window
+  (``shm.py``; on thread ranks, the arrays themselves), each reduces shard i reading
+  the others' buffers in place, rings it across hosts, and the host reads the
+  finished shards back in place: steps 1 and 3 cost ~3 barriers + ~3N / memory
+  bandwidth instead of 2(k-1) alpha_l + 2(k-1)/k N beta_l, and send no messages;
+- ``"auto"`` (default): ``"shm"`` for NumPy arrays when the host's ranks share
+  memory (``shm.shares_memory``: not under ``MPIR_CVAR_NOLOCAL=1``), else ``"ring"``.
+  Each host decides for itself; the forms mix, as they give the same bits.
+
+What shared memory buys (benchmarks/cluster.py, 2 hosts x 2 ranks, 16 MiB float32,
+2 Gbit/s links, medians; this machine's 2 cores shared by the 4 ranks): over
+point-to-point inside the host, TCP loopback under MPIR_CVAR_NOLOCAL=1, steps 1
+and 3 took ~30 ms each next to ~75 ms for step 2, making the hierarchy slower than
+the flat ring (166 ms vs 127 ms); through the shared window see the benchmark's table.
+
+Summation order per element: first inside the host (ring order; the shm form
+adds in the same order, see ``shm.py``), then across hosts (ring order), so the
+two forms give identical bits, and the result equals the flat ring's to float
+rounding, not bitwise; it is bit-identical on every rank (each shard is
+finished by one ring and then copied).
 """
 
 from __future__ import annotations
@@ -47,6 +67,7 @@ import numpy as np
 from minipar.comm._common import finish_mean
 from minipar.comm.communicator import Communicator
 from minipar.comm.ring import allgather, reduce_scatter, ring_allreduce
+from minipar.comm.shm import shares_memory, shm_core
 
 NAME_BYTES = 256  # MPI_MAX_PROCESSOR_NAME in MPICH; longer names are refused
 
@@ -101,8 +122,8 @@ def host_topology(comm: Communicator) -> HostTopology:
     return topology
 
 
-def hierarchical_core(comm: Communicator, flat: Any, op: str) -> None:
-    """All-reduce the 1-D ``flat`` in place, host by host (``allreduce``'s core: p > 1, N > 0)."""
+def hierarchical_point_to_point(comm: Communicator, flat: Any, op: str) -> None:
+    """All-reduce the 1-D ``flat`` in place, host by host, every step in messages (p > 1, N > 0)."""
     topology = host_topology(comm)
     inner = "sum" if op == "mean" else op  # divide once, at the end, by the whole p
     # 1. Reduce-scatter inside the host: shard i (array_split of flat over the k local
@@ -116,6 +137,48 @@ def hierarchical_core(comm: Communicator, flat: Any, op: str) -> None:
     allgather(topology.host_comm, shard, out=flat)
 
 
+def hierarchical_shared_memory(comm: Communicator, flat: Any, op: str) -> None:
+    """The same three steps, steps 1 and 3 through the host's shared window (NumPy arrays).
+
+    ``shm_core`` on the host's ranks reduces shard i in place (step 1), hands it to
+    ``across_hosts`` (step 2, the same ring as above), and reads the finished shards
+    back out of the others' segments (step 3).
+    """
+    topology = host_topology(comm)
+    inner = "sum" if op == "mean" else op
+
+    def across_hosts(shard: Any) -> None:  # shard i, holding the host's sum
+        if topology.cross_comm.size > 1:
+            ring_allreduce(topology.cross_comm, shard, inner)
+        finish_mean(shard, comm.size, op)
+
+    if topology.host_comm.size == 1:  # one rank per host: nothing to share
+        across_hosts(flat)
+    else:
+        shm_core(topology.host_comm, flat, inner, finish=across_hosts)
+
+
+INTRA_HOST = {"ring": hierarchical_point_to_point, "shm": hierarchical_shared_memory}
+
+
+def intra_host_form(comm: Communicator, flat: Any, intra_host: str = "auto") -> str:
+    """"ring" or "shm": what ``intra_host`` means for this host and this array (see above)."""
+    if intra_host not in (*INTRA_HOST, "auto"):
+        raise ValueError(f"allreduce: intra_host must be one of {[*INTRA_HOST, 'auto']}, "
+                         f"got {intra_host!r}")
+    if intra_host != "auto":
+        return intra_host
+    if type(flat) is not np.ndarray:
+        return "ring"  # device arrays: shm.py maps host memory only
+    host_comm = host_topology(comm).host_comm
+    return "shm" if host_comm.size == 1 or shares_memory(host_comm) else "ring"
+
+
+def hierarchical_core(comm: Communicator, flat: Any, op: str, intra_host: str = "auto") -> None:
+    """``allreduce``'s core (p > 1, N > 0): the form ``intra_host`` names, or chooses ("auto")."""
+    INTRA_HOST[intra_host_form(comm, flat, intra_host)](comm, flat, op)
+
+
 def world_rank(comm: Communicator, rank: int) -> int:
     """Rank ``rank`` of ``comm`` as a rank of the world (to say which host a message went to)."""
     group = getattr(comm, "group", None)
@@ -127,4 +190,5 @@ def world_rank(comm: Communicator, rank: int) -> int:
     return int(mine.Translate_ranks([rank], MPI.COMM_WORLD.Get_group())[0])
 
 
-__all__ = ["HostTopology", "hierarchical_core", "host_topology", "world_rank"]
+__all__ = ["INTRA_HOST", "HostTopology", "hierarchical_core", "hierarchical_point_to_point",
+           "hierarchical_shared_memory", "host_topology", "intra_host_form", "world_rank"]

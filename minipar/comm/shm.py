@@ -35,10 +35,15 @@ the segments (each rank puts its array in a registry shared by the world, step
 alike), and ``free_windows(comm)`` (collective) frees them all. The barriers are
 the communicator's own, so its deadline applies; ``allreduce``'s ``Collective``
 checks for mismatched calls under ``MINIPAR_DEBUG``. NumPy arrays only.
+
+``shm_core(..., finish=f)`` calls ``f(my_slice)`` between steps 3 and 5 in place of
+the mean's division: the hierarchical all-reduce (``hierarchical.py``) rings each
+host's reduced slice across hosts there, before the host reads it back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -47,6 +52,7 @@ from minipar.comm._common import chunk_bounds, combiner, finish_mean, scratch
 from minipar.comm.communicator import Communicator
 
 MAX_WINDOWS = 4  # per communicator: e.g. a few DDP bucket sizes
+Finish = Callable[[Any], None]  # what is done to a rank's reduced slice before it is read back
 
 
 def _reduce_my_slice(comm: Communicator, flat: Any, segments: list[Any], op: str) -> None:
@@ -78,7 +84,7 @@ def _read_back(comm: Communicator, flat: Any, segments: list[Any]) -> None:
 
 
 # ----- thread ranks: the arrays themselves ----------------------------------------------------------
-def _shm_threads(comm: Any, flat: Any, op: str) -> None:
+def _shm_threads(comm: Any, flat: Any, op: str, finish: Finish) -> None:
     world = comm.world
     number = comm.__dict__.get("_shm_calls", 0)  # the n-th shm call: the same n on every rank
     comm._shm_calls = number + 1
@@ -91,7 +97,7 @@ def _shm_threads(comm: Any, flat: Any, op: str) -> None:
     #    writing the result straight into it is safe once it has been added (last, or via acc).
     _reduce_my_slice(comm, flat, segments, op)
     lo, hi = chunk_bounds(flat.size, comm.size)[comm.rank : comm.rank + 2]
-    finish_mean(flat[lo:hi], comm.size, op)
+    finish(flat[lo:hi])
     comm.barrier()  # 4.
     _read_back(comm, flat, segments)  # 5.
     comm.barrier()  # 6.
@@ -121,18 +127,36 @@ class _Window:
         self.win.Free()  # collective over the node
 
 
-def _node_comm(comm: Any) -> Any:
-    """The MPI communicator of ``comm``'s ranks sharing memory; ValueError if that is not all of them."""
+def _shared_split(comm: Any) -> Any:
+    """Collective on first use (then cached): the MPI communicator of ``comm``'s ranks sharing memory."""
     node = comm.__dict__.get("_shm_node")
     if node is None:
         from mpi4py import MPI
 
         node = comm.mpi_comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
         comm._shm_node = node
+    return node
+
+
+def shares_memory(comm: Communicator) -> bool:
+    """Collective on first use: can every rank of ``comm`` map every other's memory?
+
+    Thread ranks: always. MPI ranks: when ``Split_type(COMM_TYPE_SHARED)`` keeps them
+    all together (not under ``MPIR_CVAR_NOLOCAL=1``, which makes every rank its own node).
+    """
+    if comm.backend == "threads":
+        return True
+    return comm.backend == "mpi" and _shared_split(comm).Get_size() == comm.size
+
+
+def _node_comm(comm: Any) -> Any:
+    """The MPI communicator of ``comm``'s ranks sharing memory; ValueError if that is not all of them."""
+    node = _shared_split(comm)
     if node.Get_size() != comm.size:  # the same answer on every rank
         raise ValueError(f"allreduce(algorithm='shm') needs every rank on one host, but only "
                          f"{node.Get_size()} of {comm.size} ranks share memory with rank "
-                         f"{comm.rank}; use algorithm='hierarchical' across hosts")
+                         f"{comm.rank} (MPIR_CVAR_NOLOCAL=1 makes every rank its own node); use "
+                         f"algorithm='hierarchical' across hosts")
     return node
 
 
@@ -155,29 +179,36 @@ def _sync(comm: Any, window: _Window) -> None:
     window.win.Sync()
 
 
-def _shm_mpi(comm: Any, flat: Any, op: str) -> None:
+def _shm_mpi(comm: Any, flat: Any, op: str, finish: Finish) -> None:
     window = _window(comm, flat.size, flat.dtype)
     segments = window.segments
     segments[comm.rank][...] = flat  # 1. copy in
     _sync(comm, window)  # 2.
     _reduce_my_slice(comm, flat, segments, op)  # 3. our slice, in the ring's order
     lo, hi = chunk_bounds(flat.size, comm.size)[comm.rank : comm.rank + 2]
-    finish_mean(flat[lo:hi], comm.size, op)
+    finish(flat[lo:hi])
     segments[comm.rank][lo:hi] = flat[lo:hi]  # publish it in our own segment
     _sync(comm, window)  # 4.
     _read_back(comm, flat, segments)  # 5.
     _sync(comm, window)  # 6.
 
 
-def shm_core(comm: Communicator, flat: Any, op: str) -> None:
-    """All-reduce the 1-D NumPy ``flat`` in place through shared memory (``allreduce``'s core)."""
+def shm_core(comm: Communicator, flat: Any, op: str, finish: Finish | None = None) -> None:
+    """All-reduce the 1-D NumPy ``flat`` in place through shared memory (``allreduce``'s core).
+
+    ``finish(my_slice)`` runs on this rank's reduced slice before the others read it
+    (default: divide by p for op="mean").
+    """
     if type(flat) is not np.ndarray:
         raise TypeError(f"allreduce(algorithm='shm') needs a numpy array, got {type(flat).__module__}."
                         f"{type(flat).__name__} (use algorithm='ring' for device arrays)")
+    if finish is None:
+        def finish(mine: Any) -> None:
+            finish_mean(mine, comm.size, op)
     if comm.backend == "threads":
-        _shm_threads(comm, flat, op)
+        _shm_threads(comm, flat, op, finish)
     elif comm.backend == "mpi":
-        _shm_mpi(comm, flat, op)
+        _shm_mpi(comm, flat, op, finish)
     else:
         raise TypeError(f"allreduce(algorithm='shm') needs MPI or thread ranks, got {comm.backend!r}")
 
@@ -191,4 +222,4 @@ def free_windows(comm: Communicator) -> None:
         node.Free()
 
 
-__all__ = ["MAX_WINDOWS", "free_windows", "shm_core"]
+__all__ = ["MAX_WINDOWS", "free_windows", "shares_memory", "shm_core"]
