@@ -42,13 +42,26 @@ Steps 1 and 3 come in two forms, chosen by ``allreduce(..., intra_host=)``:
   bandwidth instead of 2(k-1) alpha_l + 2(k-1)/k N beta_l, and send no messages;
 - ``"auto"`` (default): ``"shm"`` for NumPy arrays when the host's ranks share
   memory (``shm.shares_memory``: not under ``MPIR_CVAR_NOLOCAL=1``), else ``"ring"``.
-  Each host decides for itself; the forms mix, as they give the same bits.
+  Decided once per communicator, the same on every host (one message pattern to
+  read in the log; the two forms would mix, giving the same bits).
 
-What shared memory buys (benchmarks/cluster.py, 2 hosts x 2 ranks, 16 MiB float32,
-2 Gbit/s links, medians; this machine's 2 cores shared by the 4 ranks): over
-point-to-point inside the host, TCP loopback under MPIR_CVAR_NOLOCAL=1, steps 1
-and 3 took ~30 ms each next to ~75 ms for step 2, making the hierarchy slower than
-the flat ring (166 ms vs 127 ms); through the shared window see the benchmark's table.
+What it buys, measured (2 hosts x 2 ranks, 16 MiB float32, 2 Gbit/s links,
+medians of 7-15, the 4 ranks sharing this machine's 2 cores, load average 1-3):
+
+    launch                              flat ring   hier., messages   hier., shm window
+    MPIR_CVAR_NOLOCAL=1 (TCP loopback)    127 ms      166 ms (1.31x)    impossible: no window
+    cluster launch (MPICH shm in host)    107-113     84-89 (0.78-0.81)  84-89 (0.79-0.82)
+
+Under NOLOCAL every intra-host message crossed TCP loopback (steps 1 and 3: ~30 ms
+each, step 2: 75 ms), so the cluster's launch no longer sets it. With MPICH's own
+shared memory inside the host the window ties the messages: here the 16 MiB
+all-reduce inside a host takes ~17-21 ms either way (4 ranks' memory traffic on 2
+cores), after which the link-bound step 2 takes ~72 ms (N + 5 % headers at 2
+Gbit/s); the ratio to the flat ring cannot fall below ~70/107 on this machine.
+A pipelined shm form (step 1 of piece m + 1 on the main thread while a second
+thread rang piece m across hosts) measured no gain here (84.9 vs 86.7 ms, then
+94.5 vs 95.7 ms, 1 MiB pieces against one piece): the
+waiting ranks' MPI progress loops take the cores the overlap would need.
 
 Summation order per element: first inside the host (ring order; the shm form
 adds in the same order, see ``shm.py``), then across hosts (ring order), so the
@@ -59,6 +72,7 @@ finished by one ring and then copied).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,22 +154,24 @@ def hierarchical_point_to_point(comm: Communicator, flat: Any, op: str) -> None:
 def hierarchical_shared_memory(comm: Communicator, flat: Any, op: str) -> None:
     """The same three steps, steps 1 and 3 through the host's shared window (NumPy arrays).
 
-    ``shm_core`` on the host's ranks reduces shard i in place (step 1), hands it to
-    ``across_hosts`` (step 2, the same ring as above), and reads the finished shards
-    back out of the others' segments (step 3).
+    ``shm_core`` on the host's ranks maps every local rank's array, hands this rank's
+    shard to ``across_hosts`` (step 1: reduce it reading the others' arrays in place;
+    step 2: the same ring as above) and reads the finished shards back out of the
+    others' segments (step 3).
     """
     topology = host_topology(comm)
-    inner = "sum" if op == "mean" else op
-
-    def across_hosts(shard: Any) -> None:  # shard i, holding the host's sum
-        if topology.cross_comm.size > 1:
-            ring_allreduce(topology.cross_comm, shard, inner)
-        finish_mean(shard, comm.size, op)
-
+    inner, cross = ("sum" if op == "mean" else op), topology.cross_comm
     if topology.host_comm.size == 1:  # one rank per host: nothing to share
-        across_hosts(flat)
-    else:
-        shm_core(topology.host_comm, flat, inner, finish=across_hosts)
+        hierarchical_point_to_point(comm, flat, op)
+        return
+
+    def across_hosts(reduce_range: Callable[[int, int], None], lo: int, hi: int) -> None:
+        reduce_range(lo, hi)  # 1. shard i = flat[lo:hi] now holds the host's sum
+        if cross.size > 1 and hi > lo:
+            ring_allreduce(cross, flat[lo:hi], inner)  # 2.
+        finish_mean(flat[lo:hi], comm.size, op)
+
+    shm_core(topology.host_comm, flat, inner, middle=across_hosts)  # 3. when it returns
 
 
 INTRA_HOST = {"ring": hierarchical_point_to_point, "shm": hierarchical_shared_memory}
@@ -170,8 +186,13 @@ def intra_host_form(comm: Communicator, flat: Any, intra_host: str = "auto") -> 
         return intra_host
     if type(flat) is not np.ndarray:
         return "ring"  # device arrays: shm.py maps host memory only
-    host_comm = host_topology(comm).host_comm
-    return "shm" if host_comm.size == 1 or shares_memory(host_comm) else "ring"
+    chosen = comm.__dict__.get("_intra_host_auto")
+    if chosen is None:  # collective, once: the same form on every host
+        host_comm = host_topology(comm).host_comm
+        mine = np.array([host_comm.size == 1 or shares_memory(host_comm)], dtype=np.int64)
+        everywhere = ring_allreduce(comm, mine, "min")
+        chosen = comm.__dict__["_intra_host_auto"] = "shm" if everywhere[0] else "ring"
+    return chosen
 
 
 def hierarchical_core(comm: Communicator, flat: Any, op: str, intra_host: str = "auto") -> None:

@@ -36,9 +36,10 @@ alike), and ``free_windows(comm)`` (collective) frees them all. The barriers are
 the communicator's own, so its deadline applies; ``allreduce``'s ``Collective``
 checks for mismatched calls under ``MINIPAR_DEBUG``. NumPy arrays only.
 
-``shm_core(..., finish=f)`` calls ``f(my_slice)`` between steps 3 and 5 in place of
-the mean's division: the hierarchical all-reduce (``hierarchical.py``) rings each
-host's reduced slice across hosts there, before the host reads it back.
+``shm_core(..., middle=f)`` hands step 3 (and the mean's division) to
+``f(reduce_range, lo, hi)``: the hierarchical all-reduce (``hierarchical.py``)
+reduces this rank's slice [lo, hi) piece by piece and rings each piece across
+hosts there, before the host reads the slice back.
 """
 
 from __future__ import annotations
@@ -52,13 +53,12 @@ from minipar.comm._common import chunk_bounds, combiner, finish_mean, scratch
 from minipar.comm.communicator import Communicator
 
 MAX_WINDOWS = 4  # per communicator: e.g. a few DDP bucket sizes
-Finish = Callable[[Any], None]  # what is done to a rank's reduced slice before it is read back
+Middle = Callable[[Callable[[int, int], None], int, int], None]  # step 3: (reduce_range, lo, hi)
 
 
-def _reduce_my_slice(comm: Communicator, flat: Any, segments: list[Any], op: str) -> None:
-    """Step 3: flat[lo:hi] = combination of segments[j][lo:hi] in the ring's order."""
+def _reduce_range(comm: Communicator, flat: Any, segments: list[Any], op: str, lo: int, hi: int) -> None:
+    """Step 3 on [lo, hi) inside our slice: flat[lo:hi] = segments[j][lo:hi] combined in the ring's order."""
     p, c = comm.size, comm.rank
-    lo, hi = chunk_bounds(flat.size, p)[c : c + 2]
     if hi == lo:
         return
     combine = combiner(flat, op)
@@ -84,7 +84,7 @@ def _read_back(comm: Communicator, flat: Any, segments: list[Any]) -> None:
 
 
 # ----- thread ranks: the arrays themselves ----------------------------------------------------------
-def _shm_threads(comm: Any, flat: Any, op: str, finish: Finish) -> None:
+def _shm_threads(comm: Any, flat: Any, op: str, middle: Middle) -> None:
     world = comm.world
     number = comm.__dict__.get("_shm_calls", 0)  # the n-th shm call: the same n on every rank
     comm._shm_calls = number + 1
@@ -95,9 +95,8 @@ def _shm_threads(comm: Any, flat: Any, op: str, finish: Finish) -> None:
     segments = list(world.shared[key])
     # 3. reduce slice c reading the others' arrays; our own slice c is read only by us, so
     #    writing the result straight into it is safe once it has been added (last, or via acc).
-    _reduce_my_slice(comm, flat, segments, op)
     lo, hi = chunk_bounds(flat.size, comm.size)[comm.rank : comm.rank + 2]
-    finish(flat[lo:hi])
+    middle(lambda a, b: _reduce_range(comm, flat, segments, op, a, b), lo, hi)
     comm.barrier()  # 4.
     _read_back(comm, flat, segments)  # 5.
     comm.barrier()  # 6.
@@ -179,36 +178,38 @@ def _sync(comm: Any, window: _Window) -> None:
     window.win.Sync()
 
 
-def _shm_mpi(comm: Any, flat: Any, op: str, finish: Finish) -> None:
+def _shm_mpi(comm: Any, flat: Any, op: str, middle: Middle) -> None:
     window = _window(comm, flat.size, flat.dtype)
     segments = window.segments
     segments[comm.rank][...] = flat  # 1. copy in
     _sync(comm, window)  # 2.
-    _reduce_my_slice(comm, flat, segments, op)  # 3. our slice, in the ring's order
     lo, hi = chunk_bounds(flat.size, comm.size)[comm.rank : comm.rank + 2]
-    finish(flat[lo:hi])
+    middle(lambda a, b: _reduce_range(comm, flat, segments, op, a, b), lo, hi)  # 3. our slice
     segments[comm.rank][lo:hi] = flat[lo:hi]  # publish it in our own segment
     _sync(comm, window)  # 4.
     _read_back(comm, flat, segments)  # 5.
     _sync(comm, window)  # 6.
 
 
-def shm_core(comm: Communicator, flat: Any, op: str, finish: Finish | None = None) -> None:
+def shm_core(comm: Communicator, flat: Any, op: str, middle: Middle | None = None) -> None:
     """All-reduce the 1-D NumPy ``flat`` in place through shared memory (``allreduce``'s core).
 
-    ``finish(my_slice)`` runs on this rank's reduced slice before the others read it
-    (default: divide by p for op="mean").
+    ``middle(reduce_range, lo, hi)``, if given, does step 3 on this rank's slice
+    [lo, hi): it must call ``reduce_range(a, b)`` (from this thread) on pieces that
+    cover the slice, and may work on each reduced piece before the others read it
+    (default: reduce the whole slice, then divide by p for op="mean").
     """
     if type(flat) is not np.ndarray:
         raise TypeError(f"allreduce(algorithm='shm') needs a numpy array, got {type(flat).__module__}."
                         f"{type(flat).__name__} (use algorithm='ring' for device arrays)")
-    if finish is None:
-        def finish(mine: Any) -> None:
-            finish_mean(mine, comm.size, op)
+    if middle is None:
+        def middle(reduce_range: Callable[[int, int], None], lo: int, hi: int) -> None:
+            reduce_range(lo, hi)
+            finish_mean(flat[lo:hi], comm.size, op)
     if comm.backend == "threads":
-        _shm_threads(comm, flat, op, finish)
+        _shm_threads(comm, flat, op, middle)
     elif comm.backend == "mpi":
-        _shm_mpi(comm, flat, op, finish)
+        _shm_mpi(comm, flat, op, middle)
     else:
         raise TypeError(f"allreduce(algorithm='shm') needs MPI or thread ranks, got {comm.backend!r}")
 
