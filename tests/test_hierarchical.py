@@ -20,6 +20,7 @@ from mpirun import REPO
 
 import minipar.comm as mc
 from minipar import cluster
+from minipar.comm import host_pipeline
 from minipar.comm.hierarchical import host_topology, intra_host_form, world_rank
 
 pytestmark = pytest.mark.timeout(120)
@@ -40,7 +41,7 @@ def allreduce_everywhere(xs: np.ndarray, hosts: list[int], op: str = "sum",
         len(hosts), hosts=hosts)
 
 
-@pytest.mark.parametrize("intra_host", ["ring", "shm"])
+@pytest.mark.parametrize("intra_host", ["ring", "shm", "pipelined"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("n", LENGTHS)
 def test_hierarchical_allreduce_matches_closed_form_for_any_length(layout: str, n: int,
@@ -67,24 +68,28 @@ def test_hierarchical_allreduce_is_bit_identical_on_every_rank_and_close_to_one_
     np.testing.assert_allclose(got[0], xs.astype(np.float64).sum(0), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("piece_bytes", [host_pipeline.PIECE_BYTES, 64])
 @pytest.mark.parametrize("layout", [*LAYOUTS, "2=2x1", "3=1x3"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_messages_and_shared_memory_inside_the_host_give_identical_bits(layout: str,
-                                                                         dtype: type) -> None:
-    """Both forms add shard i in the ring's order inside the host, then ring it across hosts.
+def test_the_three_intra_host_forms_give_identical_bits(layout: str, dtype: type, piece_bytes: int,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every form adds each element in its local chunk's ring order, then its cross chunk's.
 
-    So their results agree bit for bit; against one process (``xs.sum(0)`` in float64) they
-    agree to rounding only, as any all-reduce does whose order of additions differs.
+    So their results agree bit for bit (with pieces of 64 B the pipeline runs many);
+    against one process (``xs.sum(0)`` in float64) they agree to rounding only, as any
+    all-reduce does whose order of additions differs.
     """
+    monkeypatch.setattr(host_pipeline, "PIECE_BYTES", piece_bytes)
     hosts = {"2=2x1": [0, 1], "3=1x3": [0, 0, 0]}.get(layout) or LAYOUTS[layout]
-    xs = np.random.default_rng(len(hosts)).standard_normal((len(hosts), 70_001)).astype(dtype)
+    n = 70_001 if piece_bytes > 64 else 2_003  # uneven chunks; with 64 B pieces, ~10-30 pieces
+    xs = np.random.default_rng(len(hosts)).standard_normal((len(hosts), n)).astype(dtype)
     for op in ("sum", "mean", "max", "min"):
         by_messages = allreduce_everywhere(xs, hosts, op, "ring")
         by_memory = allreduce_everywhere(xs, hosts, op, "shm")
-        automatic = allreduce_everywhere(xs, hosts, op)  # thread ranks share memory: shm
+        pipelined = allreduce_everywhere(xs, hosts, op, "pipelined")
         for rank in range(len(hosts)):
             assert np.array_equal(by_messages[rank], by_memory[rank]), (op, rank)
-            assert np.array_equal(automatic[rank], by_memory[rank]), (op, rank)
+            assert np.array_equal(by_messages[rank], pipelined[rank]), (op, rank)
         one_process = {"sum": xs.astype(np.float64).sum(0), "mean": xs.astype(np.float64).mean(0),
                        "max": xs.max(0), "min": xs.min(0)}[op]
         np.testing.assert_allclose(by_memory[0], one_process, rtol=0,
@@ -97,13 +102,30 @@ def test_shared_memory_inside_the_host_sends_messages_only_between_hosts() -> No
     inside, between = bytes_inside_and_between(n, hosts, "hierarchical", "shm")
     assert inside == 0
     assert between == {0: 8 * n, 1: 8 * n}  # 2(H-1)/H N at H = 2
-    inside, between = bytes_inside_and_between(n, hosts, "hierarchical", "ring")
-    assert inside == 4 * 8 * n  # every rank: (k-1)/k N twice, k = 2
-    assert between == {0: 8 * n, 1: 8 * n}
+    for form in ("ring", "pipelined"):  # the same bytes, the pipeline in pieces
+        inside, between = bytes_inside_and_between(n, hosts, "hierarchical", form)
+        assert inside == 4 * 8 * n  # every rank: (k-1)/k N twice, k = 2
+        assert between == {0: 8 * n, 1: 8 * n}
+
+
+def test_auto_reads_the_arrays_on_thread_ranks() -> None:
+    def chosen(comm: mc.Communicator) -> tuple[str, str]:
+        return (intra_host_form(comm, np.ones(10)), intra_host_form(comm, np.ones(10), "pipelined"))
+
+    assert mc.run_local(chosen, 4, hosts=[0, 0, 1, 1]) == [("shm", "pipelined")] * 4
+
+
+def test_the_pipelined_form_fails_instead_of_hanging_when_a_rank_never_comes() -> None:
+    def without_rank_3(comm: mc.Communicator) -> None:
+        if comm.rank != 3:
+            mc.allreduce(comm, np.ones(100_000), algorithm="hierarchical", intra_host="pipelined")
+
+    with pytest.raises((mc.CommTimeoutError, mc.DeadlockError), match="rank 3|waits"):
+        mc.run_local(without_rank_3, 4, hosts=[0, 0, 1, 1], timeout=3)
 
 
 def test_an_unknown_intra_host_form_is_rejected_naming_the_choices() -> None:
-    expected = r"intra_host must be one of \['ring', 'shm', 'auto'\], got 'nvlink'"
+    expected = r"intra_host must be one of \['ring', 'shm', 'pipelined', 'auto'\], got 'nvlink'"
     with pytest.raises(ValueError, match=expected):
         allreduce_everywhere(np.ones((4, 8)), [0, 0, 1, 1], intra_host="nvlink")
 
@@ -210,23 +232,23 @@ def test_hierarchical_across_two_hosts_matches_closed_form(emulated_cluster: clu
 
 
 @requires_cluster
-def test_both_intra_host_forms_agree_bitwise_across_two_hosts_and_auto_shares_memory(
+def test_the_three_intra_host_forms_agree_bitwise_across_two_hosts(
         emulated_cluster: cluster.ClusterStatus) -> None:
-    """Under the cluster's launch (MPICH's shared memory inside a host) "auto" means "shm"."""
+    """MPI ranks: "auto" pipelines an array of several pieces and sends one piece plainly."""
     out = run_on_two_hosts("forms")
-    assert "OK forms agree, auto=shm" in out, out
+    assert "OK forms agree, auto=pipelined for 4 MiB, ring for 4 KiB" in out, out
 
 
 @requires_cluster
-def test_without_shared_memory_auto_falls_back_to_messages_and_shm_says_why(
+def test_without_shared_memory_the_shm_form_says_why_and_auto_still_works(
         emulated_cluster: cluster.ClusterStatus) -> None:
     """MPIR_CVAR_NOLOCAL=1 makes every rank its own node: no window can be shared."""
     out = run_on_two_hosts("nolocal", env={"MPIR_CVAR_NOLOCAL": "1"})
-    assert "OK auto=ring, shm refused naming MPIR_CVAR_NOLOCAL" in out, out
+    assert "OK auto=pipelined, shm refused naming MPIR_CVAR_NOLOCAL" in out, out
 
 
 @requires_cluster
-@pytest.mark.parametrize("intra_host", ["ring", "shm"])
+@pytest.mark.parametrize("intra_host", ["ring", "shm", "pipelined"])
 def test_hierarchical_puts_fewer_bytes_on_the_link_than_the_flat_ring_needs(
         emulated_cluster: cluster.ClusterStatus, intra_host: str) -> None:
     """16 MiB at 2 x 2: each host's qdisc counts at least N (2(H-1)/H N) and less than 1.5 N.
@@ -255,19 +277,20 @@ def _main(task: str, *args: str) -> None:
     problems: list[object] = []
     if task == "forms":
         rng = np.random.default_rng(rank)
-        for n in (1, 3, 1001, 300_007):
+        for n in (1, 3, 1001, 300_007, 2**20 + 3):
             x = rng.standard_normal(n).astype(np.float32)
             forms = [mc.allreduce(comm, x.copy(), algorithm="hierarchical", intra_host=form)
-                     for form in ("ring", "shm", "auto")]
+                     for form in ("ring", "shm", "pipelined", "auto")]
             if not all(np.array_equal(forms[0], other) for other in forms[1:]):
                 problems.append(n)
-        chosen = intra_host_form(comm, np.ones(8, dtype=np.float32))
+        big, small = (intra_host_form(comm, np.ones(n, dtype=np.float32)) for n in (2**20, 2**10))
         if rank == 0:
-            print(("OK forms agree" if not problems else f"FAIL {problems}") + f", auto={chosen}")
+            print(("OK forms agree" if not problems else f"FAIL {problems}")
+                  + f", auto={big} for 4 MiB, {small} for 4 KiB")
         return
     if task == "nolocal":
-        chosen = intra_host_form(comm, np.ones(8))
-        x = mc.allreduce(comm, np.full(1001, rank + 1.0), algorithm="hierarchical")  # by messages
+        chosen = intra_host_form(comm, np.ones(2**20))
+        x = mc.allreduce(comm, np.full(2**20, rank + 1.0), algorithm="hierarchical")
         try:
             mc.allreduce(comm, np.ones(1001), algorithm="hierarchical", intra_host="shm")
             refused = "not refused"

@@ -31,43 +31,43 @@ are kept on the communicator. Ranks need not be in blocks. Every host must hold
 the same number of ranks (so that shard i means the same elements everywhere):
 uneven hosts raise ValueError on every rank.
 
-Steps 1 and 3 come in two forms, chosen by ``allreduce(..., intra_host=)``:
+Three forms, chosen by ``allreduce(..., intra_host=)``:
 
 - ``"ring"``, ``hierarchical_point_to_point`` (first below, the picture): the ring's
-  reduce-scatter and all-gather on the host's communicator, messages like any other;
+  reduce-scatter and all-gather on the host's communicator, then step 2, one step
+  after another;
 - ``"shm"``, ``hierarchical_shared_memory``: the host's ranks share one MPI-3 window
   (``shm.py``; on thread ranks, the arrays themselves), each reduces shard i reading
   the others' buffers in place, rings it across hosts, and the host reads the
   finished shards back in place: steps 1 and 3 cost ~3 barriers + ~3N / memory
-  bandwidth instead of 2(k-1) alpha_l + 2(k-1)/k N beta_l, and send no messages;
-- ``"auto"`` (default): ``"shm"`` for NumPy arrays when the host's ranks share
-  memory (``shm.shares_memory``: not under ``MPIR_CVAR_NOLOCAL=1``), else ``"ring"``.
-  Decided once per communicator, the same on every host (one message pattern to
-  read in the log; the two forms would mix, giving the same bits).
+  bandwidth instead of 2(k-1) alpha_l + 2(k-1)/k N beta_l, and send no messages
+  (needs the host's ranks to share memory: not under ``MPIR_CVAR_NOLOCAL=1``);
+- ``"pipelined"``, ``hierarchical_pipelined`` (``host_pipeline.py``): the "ring" form
+  in pieces, steps 1 and 3 of one piece on the main thread while a second thread
+  rings the next across hosts, so the time is ~ step 2's alone;
+- ``"auto"`` (default): "shm" on thread ranks (one process: no copies at all),
+  else "pipelined", or "ring" when the array is one piece (nothing to overlap).
 
-What it buys, measured (2 hosts x 2 ranks, 16 MiB float32, 2 Gbit/s links,
-medians of 7-15, the 4 ranks sharing this machine's 2 cores, load average 1-3):
+Measured (benchmarks/cluster.py and A/B runs: 2 hosts x 2 ranks, 16 MiB float32,
+2 Gbit/s links, medians of 7-15; the 4 ranks share this machine's 2 cores, load
+average 1.4-3):
 
-    launch                              flat ring   hier., messages   hier., shm window
-    MPIR_CVAR_NOLOCAL=1 (TCP loopback)    127 ms      166 ms (1.31x)    impossible: no window
-    cluster launch (MPICH shm in host)    107-113     84-89 (0.78-0.81)  84-89 (0.79-0.82)
+    launch                               flat ring   ring form        shm form       pipelined
+    MPIR_CVAR_NOLOCAL=1 (TCP loopback)     127 ms     166 ms (1.31x)   no window      -
+    cluster launch (MPICH shm in a host)   107-112    81-83 (0.74-0.76) 84-86 (0.76-0.79) 76-79 (0.71)
 
 Under NOLOCAL every intra-host message crossed TCP loopback (steps 1 and 3: ~30 ms
 each, step 2: 75 ms), so the cluster's launch no longer sets it. With MPICH's own
-shared memory inside the host the window ties the messages: here the 16 MiB
-all-reduce inside a host takes ~17-21 ms either way (4 ranks' memory traffic on 2
-cores), after which the link-bound step 2 takes ~72 ms (N + 5 % headers at 2
-Gbit/s); the ratio to the flat ring cannot fall below ~70/107 on this machine.
-A pipelined shm form (step 1 of piece m + 1 on the main thread while a second
-thread rang piece m across hosts) measured no gain here (84.9 vs 86.7 ms, then
-94.5 vs 95.7 ms, 1 MiB pieces against one piece): the
-waiting ranks' MPI progress loops take the cores the overlap would need.
+shared memory inside the host, steps 1 and 3 take ~9 ms and step 2 ~72 ms (N + 5 %
+TCP/IP headers at 2 Gbit/s: the floor), and run on two threads at once they took
+73 ms. The shm window ties MPICH's messages here (a memcpy each way on the same
+two cores); pipelining is what buys the rest.
 
 Summation order per element: first inside the host (ring order; the shm form
-adds in the same order, see ``shm.py``), then across hosts (ring order), so the
-two forms give identical bits, and the result equals the flat ring's to float
-rounding, not bitwise; it is bit-identical on every rank (each shard is
-finished by one ring and then copied).
+adds in the same order, see ``shm.py``; the pipelined one keeps every element in
+its chunk), then across hosts (ring order), so the three forms give identical
+bits, and the result equals the flat ring's to float rounding, not bitwise; it
+is bit-identical on every rank (each shard is finished by one ring and then copied).
 """
 
 from __future__ import annotations
@@ -80,8 +80,9 @@ import numpy as np
 
 from minipar.comm._common import finish_mean
 from minipar.comm.communicator import Communicator
+from minipar.comm.host_pipeline import piece_spans, pipelined_allreduce
 from minipar.comm.ring import allgather, reduce_scatter, ring_allreduce
-from minipar.comm.shm import shares_memory, shm_core
+from minipar.comm.shm import shm_core
 
 NAME_BYTES = 256  # MPI_MAX_PROCESSOR_NAME in MPICH; longer names are refused
 
@@ -174,25 +175,33 @@ def hierarchical_shared_memory(comm: Communicator, flat: Any, op: str) -> None:
     shm_core(topology.host_comm, flat, inner, middle=across_hosts)  # 3. when it returns
 
 
-INTRA_HOST = {"ring": hierarchical_point_to_point, "shm": hierarchical_shared_memory}
+def hierarchical_pipelined(comm: Communicator, flat: Any, op: str) -> None:
+    """The point-to-point form in pieces, steps 1 and 3 overlapping step 2 (``host_pipeline.py``)."""
+    topology = host_topology(comm)
+    pipelined_allreduce(comm, topology.host_comm, topology.cross_comm, flat, op)
+
+
+INTRA_HOST = {"ring": hierarchical_point_to_point, "shm": hierarchical_shared_memory,
+              "pipelined": hierarchical_pipelined}
 
 
 def intra_host_form(comm: Communicator, flat: Any, intra_host: str = "auto") -> str:
-    """"ring" or "shm": what ``intra_host`` means for this host and this array (see above)."""
+    """"ring", "shm" or "pipelined": what ``intra_host`` means for this array (see above).
+
+    "auto" depends only on the backend, the array's type and its length, so it is the
+    same on every rank.
+    """
     if intra_host not in (*INTRA_HOST, "auto"):
         raise ValueError(f"allreduce: intra_host must be one of {[*INTRA_HOST, 'auto']}, "
                          f"got {intra_host!r}")
     if intra_host != "auto":
         return intra_host
-    if type(flat) is not np.ndarray:
-        return "ring"  # device arrays: shm.py maps host memory only
-    chosen = comm.__dict__.get("_intra_host_auto")
-    if chosen is None:  # collective, once: the same form on every host
-        host_comm = host_topology(comm).host_comm
-        mine = np.array([host_comm.size == 1 or shares_memory(host_comm)], dtype=np.int64)
-        everywhere = ring_allreduce(comm, mine, "min")
-        chosen = comm.__dict__["_intra_host_auto"] = "shm" if everywhere[0] else "ring"
-    return chosen
+    if comm.backend == "threads" and type(flat) is np.ndarray:
+        return "shm"  # one process: read the other ranks' arrays, copy nothing
+    topology = host_topology(comm)
+    pieces = piece_spans(flat.size, topology.host_comm.size, topology.cross_comm.size,
+                         flat.dtype.itemsize)
+    return "pipelined" if len(pieces) > 1 else "ring"  # one piece: nothing to overlap
 
 
 def hierarchical_core(comm: Communicator, flat: Any, op: str, intra_host: str = "auto") -> None:

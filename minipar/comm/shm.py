@@ -126,31 +126,14 @@ class _Window:
         self.win.Free()  # collective over the node
 
 
-def _shared_split(comm: Any) -> Any:
-    """Collective on first use (then cached): the MPI communicator of ``comm``'s ranks sharing memory."""
+def _node_comm(comm: Any) -> Any:
+    """The MPI communicator of ``comm``'s ranks sharing memory; ValueError if that is not all of them."""
     node = comm.__dict__.get("_shm_node")
     if node is None:
         from mpi4py import MPI
 
         node = comm.mpi_comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
         comm._shm_node = node
-    return node
-
-
-def shares_memory(comm: Communicator) -> bool:
-    """Collective on first use: can every rank of ``comm`` map every other's memory?
-
-    Thread ranks: always. MPI ranks: when ``Split_type(COMM_TYPE_SHARED)`` keeps them
-    all together (not under ``MPIR_CVAR_NOLOCAL=1``, which makes every rank its own node).
-    """
-    if comm.backend == "threads":
-        return True
-    return comm.backend == "mpi" and _shared_split(comm).Get_size() == comm.size
-
-
-def _node_comm(comm: Any) -> Any:
-    """The MPI communicator of ``comm``'s ranks sharing memory; ValueError if that is not all of them."""
-    node = _shared_split(comm)
     if node.Get_size() != comm.size:  # the same answer on every rank
         raise ValueError(f"allreduce(algorithm='shm') needs every rank on one host, but only "
                          f"{node.Get_size()} of {comm.size} ranks share memory with rank "
@@ -223,4 +206,4 @@ def free_windows(comm: Communicator) -> None:
         node.Free()
 
 
-__all__ = ["MAX_WINDOWS", "free_windows", "shares_memory", "shm_core"]
+__all__ = ["MAX_WINDOWS", "free_windows", "shm_core"]
