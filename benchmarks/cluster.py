@@ -12,12 +12,14 @@ Section "all-reduce" (this file): 2 hosts x 2 ranks, float32, in place, 1 to 64 
 The algorithms are interleaved (a noisy neighbour hurts them all alike); each
 sample is one call after a barrier, timed on every rank; a cell is the median
 over samples of the slowest rank. Columns: minipar's flat ``ring``,
-``hierarchical`` (``intra_host="auto"``: shared memory inside each host),
-``hier-msg`` (``intra_host="ring"``: messages inside each host) and MPICH's
-``MPI.Allreduce``. Bytes on each host's link per call, counted by the link's
-token bucket (``tc -s qdisc``, read by one rank on each host), against the
-formulas: flat ring 2(p-1)/p N, hierarchical 2(H-1)/H N (p = 4, H = 2: 1.5 N and N,
-plus ~5 % of TCP/IP headers). Link-bound, the ratio hierarchical / ring tends to 2/3.
+``hierarchical`` (``intra_host="auto"``: pipelined, the link busy while the host
+works), its plain forms ``hier-msg`` (``intra_host="ring"``: messages inside each
+host, one step after another) and ``hier-shm`` (``"shm"``: a shared window inside
+each host), and MPICH's ``MPI.Allreduce`` (node-aware itself: N on each link).
+Bytes on each host's link per call, counted by the link's token bucket (``tc -s
+qdisc``, read by one rank on each host), against the formulas: flat ring
+2(p-1)/p N, hierarchical 2(H-1)/H N (p = 4, H = 2: 1.5 N and N, plus ~5 % of
+TCP/IP headers). Link-bound, the ratio hierarchical / ring tends to 2/3.
 
 Target (issue 14): hierarchical <= 0.8x flat ring at 16 MiB, 2 Gbit/s.
 
@@ -53,7 +55,7 @@ MIB = 1 << 20
 SIZES, QUICK_SIZES = [1 * MIB, 4 * MIB, 16 * MIB, 64 * MIB], [1 * MIB, 16 * MIB]
 RATES, QUICK_RATES = [1.0, 2.0, 10.0], [2.0]
 HOSTS, PER_HOST = 2, 2
-ALGORITHMS = ["ring", "hierarchical", "hier-msg", "MPI"]
+ALGORITHMS = ["ring", "hierarchical", "hier-msg", "hier-shm", "MPI"]
 TARGET_BYTES, TARGET_GBIT, TARGET_RATIO = 16 * MIB, 2.0, 0.8
 OTHER_SECTIONS = [("cluster_ddp", "ddp_section"), ("cluster_model", "model_section")]
 
@@ -83,6 +85,8 @@ def worker(sizes: list[int], reps: int, out: str) -> None:
             "hierarchical": lambda b=buffer: mc.allreduce(comm, b, algorithm="hierarchical"),
             "hier-msg": lambda b=buffer: mc.allreduce(comm, b, algorithm="hierarchical",
                                                       intra_host="ring"),
+            "hier-shm": lambda b=buffer: mc.allreduce(comm, b, algorithm="hierarchical",
+                                                      intra_host="shm"),
             "MPI": lambda b=buffer: world.Allreduce(MPI.IN_PLACE, b, MPI.SUM),
         }
         check = np.full(nbytes // 4, comm.rank + 1.0, dtype=np.float32)
@@ -106,7 +110,7 @@ def worker(sizes: list[int], reps: int, out: str) -> None:
                 samples[name].append(world.allreduce(time.perf_counter() - start, op=MPI.MAX))
         for name, times in samples.items():
             result["times"][name][nbytes] = statistics.median(times)
-    result["intra_host"] = intra_host_form(comm, np.zeros(1, dtype=np.float32))
+    result["intra_host"] = intra_host_form(comm, np.zeros(TARGET_BYTES // 4, dtype=np.float32))
     if comm.rank == 0:
         Path(out).write_text(json.dumps(result))
 
@@ -136,14 +140,14 @@ def allreduce_section(gbit: float, sizes: list[int], reps: int) -> tuple[list[st
     times = {name: {int(k): v for k, v in by_size.items()} for name, by_size in result["times"].items()}
     link = {name: {int(k): v for k, v in by_size.items()} for name, by_size in result["link_bytes"].items()}
     lines = [f"all-reduce, {HOSTS} hosts x {PER_HOST} ranks, float32, links {gbit:g} Gbit/s, "
-             f"median of {reps} (slowest rank); hierarchical inside hosts: {result['intra_host']}",
+             f"median of {reps} (slowest rank); hierarchical at 16 MiB: {result['intra_host']}",
              f"{'size':>7}" + "".join(f"{name + ' ms':>16}" for name in ALGORITHMS)
-             + f"{'hier/ring':>11}{'hier/MPI':>10}{'msg/ring':>10}"]
+             + f"{'hier/ring':>10}{'hier/MPI':>9}{'msg/ring':>9}{'shm/ring':>9}"]
     for nbytes in sizes:
         row = {name: times[name][nbytes] for name in ALGORITHMS}
         lines.append(f"{label(nbytes):>7}" + "".join(f"{row[n] * 1e3:>16.1f}" for n in ALGORITHMS)
-                     + f"{row['hierarchical'] / row['ring']:>11.2f}"
-                     + f"{row['hierarchical'] / row['MPI']:>10.2f}{row['hier-msg'] / row['ring']:>10.2f}")
+                     + f"{row['hierarchical'] / row['ring']:>10.2f}{row['hierarchical'] / row['MPI']:>9.2f}"
+                     + f"{row['hier-msg'] / row['ring']:>9.2f}{row['hier-shm'] / row['ring']:>9.2f}")
     probe = TARGET_BYTES if TARGET_BYTES in sizes else sizes[-1]
     p, hosts = HOSTS * PER_HOST, HOSTS
     lines.append(f"bytes on each host's link per call, N = {label(probe)} (qdisc counters): "

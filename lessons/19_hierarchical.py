@@ -64,9 +64,10 @@ def lesson(comm: mc.Communicator, megabytes: float) -> list[str] | None:
     for algorithm, intra_host, formula, label in (
             ("ring", "auto", 2 * (p - 1) / p, "2(p-1)/p N"),
             ("hierarchical", "ring", 2 * (hosts - 1) / hosts, "2(H-1)/H N"),  # messages inside
-            ("hierarchical", "shm", 2 * (hosts - 1) / hosts, "2(H-1)/H N")):  # shared window
+            ("hierarchical", "shm", 2 * (hosts - 1) / hosts, "2(H-1)/H N"),  # shared window
+            ("hierarchical", "pipelined", 2 * (hosts - 1) / hosts, "2(H-1)/H N")):  # in pieces
         sent, seconds = link_bytes(comm, x, algorithm, intra_host)
-        name = algorithm if algorithm == "ring" else f"hier. {intra_host} inside"
+        name = algorithm if algorithm == "ring" else f"hier. {intra_host}"
         rows.append((name, sent, formula, label, seconds))
     # Sum the cross-host bytes of every rank of each host (MPI: one gather; threads: all seen).
     lines = None
@@ -86,8 +87,9 @@ def lesson(comm: mc.Communicator, megabytes: float) -> list[str] | None:
             lines.append(f"{algorithm:<19} {cross:>22,.0f} B {label + ' = ':>12}"
                          f"{formula * nbytes:>10,.0f} {inside:>18,} B {seconds * 1e3:>7.1f} ms")
         lines.append("The hierarchical all-reduce moves the rest of the bytes over the fast links "
-                     "inside each host, as messages (ring inside) or through a shared window "
-                     "(shm inside: no messages at all, the ranks read each other's memory); the "
+                     "inside each host, as messages (ring; pipelined: the same messages in pieces, "
+                     "overlapping the link) or through a shared window (shm: no messages at all, "
+                     "the ranks read each other's memory); the "
                      "time column is only meaningful on --cluster (on one host every 'link' is "
                      "memcpy on the same cores; benchmarks/cluster.py times it properly).")
     return lines
