@@ -61,7 +61,10 @@ each, step 2: 75 ms), so the cluster's launch no longer sets it. With MPICH's ow
 shared memory inside the host, steps 1 and 3 take ~9 ms and step 2 ~72 ms (N + 5 %
 TCP/IP headers at 2 Gbit/s: the floor), and run on two threads at once they took
 73 ms. The shm window ties MPICH's messages here (a memcpy each way on the same
-two cores); pipelining is what buys the rest.
+two cores); pipelining is what buys the rest. Where the CPU, not the link, is the
+bottleneck it costs instead: at 10 Gbit/s, 16 MiB, pipelined 59.7 ms against the
+ring form's 49.3 (the second thread contends for the 2 cores), at 4 MiB, 2 Gbit/s
+26.1 against 23.8 (2 pieces: little to overlap).
 
 Summation order per element: first inside the host (ring order; the shm form
 adds in the same order, see ``shm.py``; the pipelined one keeps every element in
