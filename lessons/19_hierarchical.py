@@ -3,7 +3,8 @@
 A flat ring over H hosts of k ranks (p = H k, ranks in blocks by host) sends
 2(p-1)/p N bytes per rank, and one ring edge per host crosses the network, so
 each host's link carries 2(p-1)/p N. The hierarchical scheme reduce-scatters
-inside the host, rings the N/k shards across hosts, all-gathers inside the host:
+inside the host, rings the N/k shards across hosts, all-gathers inside the host
+(inside the host by messages, or through shared memory: ``intra_host="shm"``):
 
     bytes leaving each host   flat ring 2(p-1)/p N     hierarchical 2(H-1)/H N
 
@@ -29,10 +30,11 @@ import minipar.comm as mc
 from minipar.comm.hierarchical import host_topology, world_rank
 
 
-def link_bytes(comm: mc.Communicator, x: np.ndarray, algorithm: str) -> tuple[dict[int, int], float]:
+def link_bytes(comm: mc.Communicator, x: np.ndarray, algorithm: str,
+               intra_host: str = "auto") -> tuple[dict[int, int], float]:
     """Bytes this rank sent to another host during one all-reduce, by host, and its time."""
     host_of = host_topology(comm).host_of_rank  # one all-gather of host names, then cached
-    mc.allreduce(comm, x.copy(), algorithm=algorithm)  # warm up (the hierarchy's splits)
+    mc.allreduce(comm, x.copy(), algorithm=algorithm, intra_host=intra_host)  # warm up (splits)
     sent: dict[int, int] = {}
 
     def listen(sender: Any, message: Any) -> None:  # sender: the (sub-)communicator it went on
@@ -46,7 +48,7 @@ def link_bytes(comm: mc.Communicator, x: np.ndarray, algorithm: str) -> tuple[di
         mc.add_observer(listen, messages=True)
     comm.barrier()
     y = x.copy()
-    mc.allreduce(comm, y, algorithm=algorithm)
+    mc.allreduce(comm, y, algorithm=algorithm, intra_host=intra_host)
     comm.barrier()
     mc.remove_observer(listen)
     return sent, time.perf_counter() - start
@@ -59,10 +61,14 @@ def lesson(comm: mc.Communicator, megabytes: float) -> list[str] | None:
     nbytes = 8 * n
     x = np.random.default_rng(comm.rank).standard_normal(n)
     rows = []
-    for algorithm, formula, label in (("ring", 2 * (p - 1) / p, "2(p-1)/p N"),
-                                      ("hierarchical", 2 * (hosts - 1) / hosts, "2(H-1)/H N")):
-        sent, seconds = link_bytes(comm, x, algorithm)
-        rows.append((algorithm, sent, formula, label, seconds))
+    for algorithm, intra_host, formula, label in (
+            ("ring", "auto", 2 * (p - 1) / p, "2(p-1)/p N"),
+            ("hierarchical", "ring", 2 * (hosts - 1) / hosts, "2(H-1)/H N"),  # messages inside
+            ("hierarchical", "shm", 2 * (hosts - 1) / hosts, "2(H-1)/H N"),  # shared window
+            ("hierarchical", "pipelined", 2 * (hosts - 1) / hosts, "2(H-1)/H N")):  # in pieces
+        sent, seconds = link_bytes(comm, x, algorithm, intra_host)
+        name = algorithm if algorithm == "ring" else f"hier. {intra_host}"
+        rows.append((name, sent, formula, label, seconds))
     # Sum the cross-host bytes of every rank of each host (MPI: one gather; threads: all seen).
     lines = None
     if comm.backend == "mpi":
@@ -73,16 +79,19 @@ def lesson(comm: mc.Communicator, megabytes: float) -> list[str] | None:
         everything = [[r[1] for r in rows]] if comm.rank == 0 else None
     if comm.rank == 0 and everything is not None:
         lines = [f"p = {p} ranks on H = {hosts} hosts ({p // hosts} per host), N = {nbytes:,} B",
-                 f"{'algorithm':<13} {'between hosts, per host':>24} {'formula':>22} "
+                 f"{'algorithm':<19} {'between hosts, per host':>24} {'formula':>22} "
                  f"{'inside hosts, total':>20} {'time':>9}"]
         for i, (algorithm, _, formula, label, seconds) in enumerate(rows):
             cross = sum(per_rank[i].get(1, 0) for per_rank in everything) / hosts
             inside = sum(per_rank[i].get(0, 0) for per_rank in everything)
-            lines.append(f"{algorithm:<13} {cross:>22,.0f} B {label + ' = ':>12}"
+            lines.append(f"{algorithm:<19} {cross:>22,.0f} B {label + ' = ':>12}"
                          f"{formula * nbytes:>10,.0f} {inside:>18,} B {seconds * 1e3:>7.1f} ms")
         lines.append("The hierarchical all-reduce moves the rest of the bytes over the fast links "
-                     "inside each host; the time column is only meaningful on --cluster "
-                     "(on one host every 'link' is memcpy on the same cores).")
+                     "inside each host, as messages (ring; pipelined: the same messages in pieces, "
+                     "overlapping the link) or through a shared window (shm: no messages at all, "
+                     "the ranks read each other's memory); the "
+                     "time column is only meaningful on --cluster (on one host every 'link' is "
+                     "memcpy on the same cores; benchmarks/cluster.py times it properly).")
     return lines
 
 

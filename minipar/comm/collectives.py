@@ -27,6 +27,7 @@ model that lesson 13 and ``minipar cost`` evaluate); the table here is their sum
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,7 @@ from minipar.comm._common import (
 )
 from minipar.comm.auto import AUTO_SMALL_BYTES
 from minipar.comm.communicator import Communicator, require_communicator
-from minipar.comm.hierarchical import hierarchical_core
+from minipar.comm.hierarchical import INTRA_HOST, hierarchical_core
 from minipar.comm.ring import allgather, reduce_scatter, ring_allreduce, ring_allreduce_in_slabs
 from minipar.comm.safety import Collective
 from minipar.comm.shm import shm_core
@@ -205,7 +206,8 @@ LABELS = {name: f"{name}_allreduce" for name in [*ALGORITHMS, *ONE_HOST_ALGORITH
 EXTRAS = {name: f"algorithm={name}" for name in LABELS}  # the signature's last field, made once
 
 
-def allreduce(comm: Communicator, array: Any, op: str = "sum", algorithm: str = "ring") -> Any:
+def allreduce(comm: Communicator, array: Any, op: str = "sum", algorithm: str = "ring",
+              intra_host: str = "auto") -> Any:
     """All-reduce ``array`` in place with the chosen algorithm; returns ``array``.
 
     ``algorithm``: "ring", "naive", "tree", "recursive_doubling", "hierarchical"
@@ -213,7 +215,9 @@ def allreduce(comm: Communicator, array: Any, op: str = "sum", algorithm: str = 
     (``auto.py``: ring, recursive doubling or hierarchical, whichever the fitted cost
     model predicts fastest; without a fitted model, after a warning, recursive doubling
     below ``AUTO_SMALL_BYTES`` = 64 KiB and ring from there on).
-    ``op``: "sum", "mean" (floating dtypes), "max" or "min".
+    ``op``: "sum", "mean" (floating dtypes), "max" or "min". ``intra_host`` (for
+    "hierarchical" only): the steps inside each host by "ring" messages, through
+    "shm" shared memory, "pipelined" (``host_pipeline.py``), or "auto".
     """
     flat = prepare(comm, array, "allreduce", op)
     if algorithm == "auto":
@@ -222,8 +226,14 @@ def allreduce(comm: Communicator, array: Any, op: str = "sum", algorithm: str = 
     if core is None:
         raise ValueError(f"allreduce: algorithm must be one of "
                          f"{sorted([*ALGORITHMS, *ONE_HOST_ALGORITHMS]) + ['auto']}, got {algorithm!r}")
-    with Collective(comm, "allreduce", op, flat.dtype, flat.size, EXTRAS[algorithm],
-                    label=LABELS[algorithm]):
+    if intra_host not in (*INTRA_HOST, "auto"):
+        raise ValueError(f"allreduce: intra_host must be one of {[*INTRA_HOST, 'auto']}, "
+                         f"got {intra_host!r}")
+    detail = EXTRAS[algorithm]
+    if algorithm == "hierarchical":
+        detail += f" intra_host={intra_host}"
+        core = partial(hierarchical_core, intra_host=intra_host)
+    with Collective(comm, "allreduce", op, flat.dtype, flat.size, detail, label=LABELS[algorithm]):
         if comm.size > 1 and flat.size > 0:
             core(comm, flat, op)
     return array

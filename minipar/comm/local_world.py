@@ -89,7 +89,8 @@ class _LocalWorld:
         me = comm.world_rank
         with self.cond:
             box = self.mailbox(key)
-            if threading.get_ident() not in self.rank_threads:
+            known = threading.get_ident() in self.rank_threads
+            if not known:
                 self.detect_deadlocks = False  # a thread we do not know may still send
             while True:
                 if self.failed_rank is not None:
@@ -99,6 +100,9 @@ class _LocalWorld:
                 waited = time.monotonic() - start
                 if comm.timeout is not None and waited >= comm.timeout:
                     raise timeout_error(comm, "receive from", peer, tag, waited)
+                if not known:  # a rank's helper thread (its main thread may be waiting too)
+                    self.cond.wait(None if comm.timeout is None else comm.timeout - waited)
+                    continue
                 self.waiting[me] = (key, seq, f"rank {comm.rank} waits for rank {peer} (tag {tag})")
                 try:
                     self._raise_if_deadlocked()

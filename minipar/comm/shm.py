@@ -35,10 +35,16 @@ the segments (each rank puts its array in a registry shared by the world, step
 alike), and ``free_windows(comm)`` (collective) frees them all. The barriers are
 the communicator's own, so its deadline applies; ``allreduce``'s ``Collective``
 checks for mismatched calls under ``MINIPAR_DEBUG``. NumPy arrays only.
+
+``shm_core(..., middle=f)`` hands step 3 (and the mean's division) to
+``f(reduce_range, lo, hi)``: the hierarchical all-reduce (``hierarchical.py``)
+reduces this rank's slice [lo, hi) piece by piece and rings each piece across
+hosts there, before the host reads the slice back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -47,12 +53,12 @@ from minipar.comm._common import chunk_bounds, combiner, finish_mean, scratch
 from minipar.comm.communicator import Communicator
 
 MAX_WINDOWS = 4  # per communicator: e.g. a few DDP bucket sizes
+Middle = Callable[[Callable[[int, int], None], int, int], None]  # step 3: (reduce_range, lo, hi)
 
 
-def _reduce_my_slice(comm: Communicator, flat: Any, segments: list[Any], op: str) -> None:
-    """Step 3: flat[lo:hi] = combination of segments[j][lo:hi] in the ring's order."""
+def _reduce_range(comm: Communicator, flat: Any, segments: list[Any], op: str, lo: int, hi: int) -> None:
+    """Step 3 on [lo, hi) inside our slice: flat[lo:hi] = segments[j][lo:hi] combined in the ring's order."""
     p, c = comm.size, comm.rank
-    lo, hi = chunk_bounds(flat.size, p)[c : c + 2]
     if hi == lo:
         return
     combine = combiner(flat, op)
@@ -78,7 +84,7 @@ def _read_back(comm: Communicator, flat: Any, segments: list[Any]) -> None:
 
 
 # ----- thread ranks: the arrays themselves ----------------------------------------------------------
-def _shm_threads(comm: Any, flat: Any, op: str) -> None:
+def _shm_threads(comm: Any, flat: Any, op: str, middle: Middle) -> None:
     world = comm.world
     number = comm.__dict__.get("_shm_calls", 0)  # the n-th shm call: the same n on every rank
     comm._shm_calls = number + 1
@@ -89,9 +95,8 @@ def _shm_threads(comm: Any, flat: Any, op: str) -> None:
     segments = list(world.shared[key])
     # 3. reduce slice c reading the others' arrays; our own slice c is read only by us, so
     #    writing the result straight into it is safe once it has been added (last, or via acc).
-    _reduce_my_slice(comm, flat, segments, op)
     lo, hi = chunk_bounds(flat.size, comm.size)[comm.rank : comm.rank + 2]
-    finish_mean(flat[lo:hi], comm.size, op)
+    middle(lambda a, b: _reduce_range(comm, flat, segments, op, a, b), lo, hi)
     comm.barrier()  # 4.
     _read_back(comm, flat, segments)  # 5.
     comm.barrier()  # 6.
@@ -132,7 +137,8 @@ def _node_comm(comm: Any) -> Any:
     if node.Get_size() != comm.size:  # the same answer on every rank
         raise ValueError(f"allreduce(algorithm='shm') needs every rank on one host, but only "
                          f"{node.Get_size()} of {comm.size} ranks share memory with rank "
-                         f"{comm.rank}; use algorithm='hierarchical' across hosts")
+                         f"{comm.rank} (MPIR_CVAR_NOLOCAL=1 makes every rank its own node); use "
+                         f"algorithm='hierarchical' across hosts")
     return node
 
 
@@ -155,29 +161,38 @@ def _sync(comm: Any, window: _Window) -> None:
     window.win.Sync()
 
 
-def _shm_mpi(comm: Any, flat: Any, op: str) -> None:
+def _shm_mpi(comm: Any, flat: Any, op: str, middle: Middle) -> None:
     window = _window(comm, flat.size, flat.dtype)
     segments = window.segments
     segments[comm.rank][...] = flat  # 1. copy in
     _sync(comm, window)  # 2.
-    _reduce_my_slice(comm, flat, segments, op)  # 3. our slice, in the ring's order
     lo, hi = chunk_bounds(flat.size, comm.size)[comm.rank : comm.rank + 2]
-    finish_mean(flat[lo:hi], comm.size, op)
+    middle(lambda a, b: _reduce_range(comm, flat, segments, op, a, b), lo, hi)  # 3. our slice
     segments[comm.rank][lo:hi] = flat[lo:hi]  # publish it in our own segment
     _sync(comm, window)  # 4.
     _read_back(comm, flat, segments)  # 5.
     _sync(comm, window)  # 6.
 
 
-def shm_core(comm: Communicator, flat: Any, op: str) -> None:
-    """All-reduce the 1-D NumPy ``flat`` in place through shared memory (``allreduce``'s core)."""
+def shm_core(comm: Communicator, flat: Any, op: str, middle: Middle | None = None) -> None:
+    """All-reduce the 1-D NumPy ``flat`` in place through shared memory (``allreduce``'s core).
+
+    ``middle(reduce_range, lo, hi)``, if given, does step 3 on this rank's slice
+    [lo, hi): it must call ``reduce_range(a, b)`` (from this thread) on pieces that
+    cover the slice, and may work on each reduced piece before the others read it
+    (default: reduce the whole slice, then divide by p for op="mean").
+    """
     if type(flat) is not np.ndarray:
         raise TypeError(f"allreduce(algorithm='shm') needs a numpy array, got {type(flat).__module__}."
                         f"{type(flat).__name__} (use algorithm='ring' for device arrays)")
+    if middle is None:
+        def middle(reduce_range: Callable[[int, int], None], lo: int, hi: int) -> None:
+            reduce_range(lo, hi)
+            finish_mean(flat[lo:hi], comm.size, op)
     if comm.backend == "threads":
-        _shm_threads(comm, flat, op)
+        _shm_threads(comm, flat, op, middle)
     elif comm.backend == "mpi":
-        _shm_mpi(comm, flat, op)
+        _shm_mpi(comm, flat, op, middle)
     else:
         raise TypeError(f"allreduce(algorithm='shm') needs MPI or thread ranks, got {comm.backend!r}")
 
