@@ -47,9 +47,11 @@ How DDP works, step by step:
    launched, and the main thread waits for the ones still in flight. So
    ``loss.backward()`` returns with averaged gradients and ``step`` waits for nothing.
 
-Thread rules. While a backward's communication thread lives it owns the
-communicator (the main thread makes no calls on it until it is joined), so
-MPI sees one caller at a time. An exception on that thread is re-raised on the
+Thread rules. One communication thread per wrapper, started by the first
+overlapped backward and reused by every later one (``buckets.CommThread``). From
+a backward's first launch until backward has waited for its jobs that thread owns
+the communicator (the main thread makes no calls on it meanwhile), so MPI sees
+one caller at a time. An exception on that thread is re-raised on the
 main thread, unchanged, at the latest when backward ends -- never swallowed.
 The ring's result is computed once per chunk and copied, so every rank holds
 bit-identical gradients, independent of timing.
@@ -58,6 +60,7 @@ bit-identical gradients, independent of timing.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+import weakref
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -213,8 +216,7 @@ class DistributedDataParallel(ModuleWrapper):
 
     def _prepare_for_backward(self) -> None:
         if self._comm_thread is not None:  # an earlier backward raised midway: settle it first
-            thread, self._comm_thread = self._comm_thread, None
-            thread.finish()
+            self._comm_thread.wait()
         for bucket in self.buckets:
             bucket.ready = [False] * len(bucket.params)
             bucket.pending = len(bucket.params)
@@ -246,8 +248,9 @@ class DistributedDataParallel(ModuleWrapper):
         if not self.overlap:
             job()  # on this thread, now: the bucket is still in cache
             return
-        if self._comm_thread is None:
+        if self._comm_thread is None:  # one thread for every backward; ends with this wrapper
             self._comm_thread = CommThread(f"ddp-comm-rank{self.comm.rank}")
+            weakref.finalize(self, self._comm_thread.jobs.put, None)
         self._comm_thread.submit(job)
 
     def _allreduce_bucket(self, bucket: Bucket) -> None:
@@ -291,8 +294,7 @@ class DistributedDataParallel(ModuleWrapper):
             self._launch(partial(allreduce, self.comm, self._used, "sum", "auto"))
         with trace.span("wait for gradient all-reduces", "comm", rank=_trace_rank(self.comm)):
             if self._comm_thread is not None:
-                thread, self._comm_thread = self._comm_thread, None
-                thread.finish()
+                self._comm_thread.wait()
         if self.find_unused_parameters:  # unused on every rank: None, as on one process
             flat = (param for bucket in self.buckets for param in bucket.params)
             for param, users in zip(flat, self._used.tolist()):

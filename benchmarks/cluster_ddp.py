@@ -1,0 +1,189 @@
+"""DDP on the emulated cluster: does overlapping the all-reduce with backward pay, across hosts?
+
+    MINIPAR_CLUSTER_ID=2 .venv/bin/python benchmarks/cluster_ddp.py [--gbit 2] [--quick]
+
+brings up 2 emulated hosts (``minipar cluster up --hosts 2 --gbit G``: a token-bucket
+link of G Gbit/s each), runs one rank per host, prints the table and tears the cluster
+down (also when something fails). ``ddp_section(gbit, quick)`` returns the same table
+as lines for ``benchmarks/cluster.py``, on a cluster that is already up at that rate.
+The ranks run
+
+    minipar cluster run -n 2 --ppn 1 -- python benchmarks/cluster_ddp.py --worker
+
+Models: "mlp" 784-1024-1024-1024-10 (8 tensors, 11.6 MB of float32 gradients) and
+"deep256" 784-256x25-10 (52 tensors). Batch 64 per rank, SGD with momentum 0.9,
+one BLAS thread per rank; a step is forward + zero_grad + backward (+ sync) + step.
+Rows, medians of interleaved rounds (every contender runs once per round):
+
+- compute alone: the step with no gradient sync at all;
+- comm alone: DDP's own reduce step (``reduce_bucket``, minipar's ring) on every
+  bucket of the step, one after another, with nothing else running;
+- per-parameter: ``NaiveDataParallel``, one ring all-reduce per tensor after backward;
+- bucketed: DDP, ``overlap=False`` (each bucket reduced inside its hook);
+- bucketed+overlapped: DDP, ``overlap=True`` (a communication thread reduces the
+  buckets while backward and the optimizer step go on).
+
+Targets (issue 14): hidden = (t_bucketed - t_overlapped) / min(t_compute, t_comm)
+>= 0.7 on the mlp, and t_per_parameter / t_overlapped >= 1.3 on deep256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SCRIPT = Path(__file__).resolve()
+BATCH = 64
+MODELS = {"mlp": [784, 1024, 1024, 1024, 10], "deep256": [784] + [256] * 25 + [10]}
+CAPTIONS = {"mlp": "MLP 784-1024-1024-1024-10 (8 tensors, 11.6 MB of gradients)",
+            "deep256": "deep MLP 784-256x25-10 (52 tensors, 7.2 MB of gradients)"}
+BUCKET_CAP_MB = {"mlp": 2.0, "deep256": 1.0}  # several buckets each: something to overlap
+ROWS = ["compute alone", "comm alone", "per-parameter", "bucketed", "bucketed+overlapped"]
+
+
+# ----- the ranks' side ----------------------------------------------------------------------------
+def worker(rounds: int, steps: int) -> None:
+    """Time every contender on both models; rank 0 prints ``RESULT {json}``."""
+    import minipar
+    from minipar import nn, optim
+    from minipar.comm import world
+    from minipar.nn import functional as F
+    from minipar.parallel import DistributedDataParallel, NaiveDataParallel
+
+    comm = world()
+    generator = np.random.default_rng(comm.rank)
+    x = minipar.tensor(generator.normal(size=(BATCH, 784)).astype(np.float32))
+    y = generator.integers(0, 10, BATCH)
+
+    def build(sizes: list[int]) -> nn.Module:
+        minipar.manual_seed(0)
+        layers: list[nn.Module] = []
+        for index, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+            layers += [nn.Linear(fan_in, fan_out)] + ([nn.ReLU()] if index < len(sizes) - 2 else [])
+        return nn.Sequential(*layers)
+
+    def training_step(wrapped: object, opt: optim.Optimizer, sync: object = None) -> object:
+        def step() -> None:
+            loss = F.cross_entropy(wrapped(x), y)
+            opt.zero_grad()
+            loss.backward()
+            if sync is not None:
+                sync()
+            opt.step()
+        return step
+
+    results: dict[str, object] = {}
+    for model_name, sizes in MODELS.items():
+        cap = BUCKET_CAP_MB[model_name]
+        contenders = {}
+        for row in ROWS:
+            model = build(sizes)
+            opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            if row == "compute alone":
+                contenders[row] = training_step(model, opt)
+            elif row == "per-parameter":
+                naive = NaiveDataParallel(model, comm)
+                contenders[row] = training_step(naive, opt, naive.allreduce_gradients)
+            elif row == "comm alone":  # DDP's reduce step on each of its buckets, nothing else
+                ddp = DistributedDataParallel(model, comm=comm, bucket_cap_mb=cap, overlap=False)
+                training_step(ddp, opt)()  # one backward: every bucket holds its gradients
+                results[f"{model_name}/buckets"] = len(ddp.buckets)
+
+                def reduce_all(ddp: DistributedDataParallel = ddp) -> None:
+                    for bucket in ddp.buckets:
+                        ddp.reduce_bucket(bucket.flat)
+                contenders[row] = reduce_all
+            else:
+                ddp = DistributedDataParallel(model, comm=comm, bucket_cap_mb=cap,
+                                              overlap=row.endswith("overlapped"))
+                contenders[row] = training_step(ddp, opt)
+        samples: dict[str, list[float]] = {row: [] for row in contenders}
+        for round_index in range(rounds + 1):  # round 0 warms up
+            for row, step in contenders.items():
+                comm.barrier()
+                for _ in range(steps):
+                    start = time.perf_counter()
+                    step()
+                    if round_index:
+                        samples[row].append(time.perf_counter() - start)
+        for row, values in samples.items():
+            results[f"{model_name}/{row}"] = statistics.median(values) * 1e3
+    if comm.rank == 0:
+        print("RESULT " + json.dumps(results), flush=True)
+
+
+# ----- the driver's side ----------------------------------------------------------------------
+def rank_env() -> dict[str, str]:
+    env = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["PYTHONPATH"] = str(SCRIPT.parent.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    return env
+
+
+def measure(quick: bool) -> dict[str, object]:
+    """Run the worker on 2 hosts x 1 rank of the cluster that is up; its results."""
+    from minipar.cluster import launch
+
+    rounds, steps = (3, 3) if quick else (6, 5)
+    command = [sys.executable, str(SCRIPT), "--worker", "--rounds", str(rounds), "--steps", str(steps)]
+    done = launch.run(2, command, ppn=1, env=rank_env(), timeout=300, capture_output=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"the DDP workers failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def ddp_section(gbit: float, quick: bool) -> list[str]:
+    """The table's lines, measured on the cluster that is up (2 hosts at ``gbit`` Gbit/s)."""
+    t = measure(quick)
+    load = os.getloadavg()
+    lines = [f"DDP across 2 hosts x 1 rank, links {gbit:g} Gbit/s, batch {BATCH}/rank, float32, "
+             f"minipar's ring (ms, medians; load average {load[0]:.1f} {load[1]:.1f})"]
+    for model_name in MODELS:
+        lines.append(f"  {CAPTIONS[model_name]}, bucket_cap_mb={BUCKET_CAP_MB[model_name]} "
+                     f"({t[f'{model_name}/buckets']} buckets)")
+        for row in ROWS:
+            lines.append(f"    {row:<24}{t[f'{model_name}/{row}']:9.1f}")
+    mlp = {row: t[f"mlp/{row}"] for row in ROWS}
+    floor = min(mlp["compute alone"], mlp["comm alone"])
+    hidden = (mlp["bucketed"] - mlp["bucketed+overlapped"]) / floor
+    lines.append(f"  mlp: hidden = (t_bucketed - t_overlapped) / min(t_compute, t_comm) = "
+                 f"({mlp['bucketed']:.1f} - {mlp['bucketed+overlapped']:.1f}) / {floor:.1f} = {hidden:.2f}")
+    for model_name in MODELS:
+        speedup = t[f"{model_name}/per-parameter"] / t[f"{model_name}/bucketed+overlapped"]
+        lines.append(f"  {model_name}: per-parameter / bucketed+overlapped = {speedup:.2f}x")
+    deep = t["deep256/per-parameter"] / t["deep256/bucketed+overlapped"]
+    lines.append(f"  target overlap hides >= 70% of min(compute, comm) on the mlp: "
+                 f"{hidden:.0%} -> {'MET' if hidden >= 0.7 else 'NOT MET'}")
+    lines.append(f"  target bucketed+overlapped >= 1.3x faster than per-parameter on the 52-tensor "
+                 f"deep256: {deep:.2f}x -> {'MET' if deep >= 1.3 else 'NOT MET'}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gbit", type=float, default=2.0, help="link rate of each host (Gbit/s)")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds: quicker, noisier")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=6, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args.rounds, args.steps)
+    from minipar.cluster import hosts
+
+    hosts.up(2, gbit=args.gbit)
+    try:
+        print("\n".join(ddp_section(args.gbit, args.quick)))
+    finally:
+        hosts.down()
+
+
+if __name__ == "__main__":
+    main()
