@@ -45,7 +45,10 @@ MODELS = {"mlp": [784, 1024, 1024, 1024, 10], "deep256": [784] + [256] * 25 + [1
 CAPTIONS = {"mlp": "MLP 784-1024-1024-1024-10 (8 tensors, 11.6 MB of gradients)",
             "deep256": "deep MLP 784-256x25-10 (52 tensors, 7.2 MB of gradients)"}
 BUCKET_CAP_MB = {"mlp": 2.0, "deep256": 1.0}  # several buckets each: something to overlap
-ROWS = ["compute alone", "comm alone", "per-parameter", "bucketed", "bucketed+overlapped"]
+ROWS = ["compute alone", "comm alone", "per-parameter", "bucketed", "bucketed+overlapped",
+        "overlapped+step in backward"]
+#: MPICH waits that sleep between polls (nanosleep after every poll) instead of spinning
+POLITE_WAITS = {"MPIR_CVAR_ENABLE_HEAVY_YIELD": "1", "MPIR_CVAR_POLLS_BEFORE_YIELD": "1"}
 
 
 # ----- the ranks' side ----------------------------------------------------------------------------
@@ -80,14 +83,24 @@ def worker(rounds: int, steps: int) -> None:
         return step
 
     results: dict[str, object] = {}
+    phases: list[tuple[float, float, float]] = []  # compute alone's (forward, backward, step)
     for model_name, sizes in MODELS.items():
         cap = BUCKET_CAP_MB[model_name]
         contenders = {}
         for row in ROWS:
             model = build(sizes)
             opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-            if row == "compute alone":
-                contenders[row] = training_step(model, opt)
+            if row == "compute alone":  # timed by phase too: what overlap could ever hide
+                def phased(model: nn.Module = model, opt: optim.Optimizer = opt) -> None:
+                    start = time.perf_counter()
+                    loss = F.cross_entropy(model(x), y)
+                    forward = time.perf_counter()
+                    opt.zero_grad()
+                    loss.backward()
+                    backward = time.perf_counter()
+                    opt.step()
+                    phases.append((forward - start, backward - forward, time.perf_counter() - backward))
+                contenders[row] = phased
             elif row == "per-parameter":
                 naive = NaiveDataParallel(model, comm)
                 contenders[row] = training_step(naive, opt, naive.allreduce_gradients)
@@ -100,11 +113,20 @@ def worker(rounds: int, steps: int) -> None:
                     for bucket in ddp.buckets:
                         ddp.reduce_bucket(bucket.flat)
                 contenders[row] = reduce_all
+            elif row == "overlapped+step in backward":
+                ddp = DistributedDataParallel(model, comm=comm, bucket_cap_mb=cap)
+                ddp.apply_optimizer_in_backward(optim.SGD, lr=0.01, momentum=0.9)
+
+                def step_in_backward(ddp: DistributedDataParallel = ddp) -> None:
+                    ddp.zero_grad()
+                    F.cross_entropy(ddp(x), y).backward()  # also steps, bucket by bucket
+                contenders[row] = step_in_backward
             else:
                 ddp = DistributedDataParallel(model, comm=comm, bucket_cap_mb=cap,
                                               overlap=row.endswith("overlapped"))
                 contenders[row] = training_step(ddp, opt)
         samples: dict[str, list[float]] = {row: [] for row in contenders}
+        phases.clear()
         for round_index in range(rounds + 1):  # round 0 warms up
             for row, step in contenders.items():
                 comm.barrier()
@@ -115,49 +137,79 @@ def worker(rounds: int, steps: int) -> None:
                         samples[row].append(time.perf_counter() - start)
         for row, values in samples.items():
             results[f"{model_name}/{row}"] = statistics.median(values) * 1e3
+        for index, phase in enumerate(("forward", "backward", "step")):
+            results[f"{model_name}/{phase}"] = statistics.median(p[index] for p in phases) * 1e3
     if comm.rank == 0:
         print("RESULT " + json.dumps(results), flush=True)
 
 
 # ----- the driver's side ----------------------------------------------------------------------
-def rank_env() -> dict[str, str]:
+def rank_env(polite: bool) -> dict[str, str]:
     env = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["MPIR_CVAR_ENABLE_HEAVY_YIELD"] = "0"  # MPICH's default: spin in every wait
+    if polite:
+        env.update(POLITE_WAITS)
     env["PYTHONPATH"] = str(SCRIPT.parent.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")
     return env
 
 
-def measure(quick: bool) -> dict[str, object]:
+def measure(quick: bool, polite: bool = True) -> dict[str, object]:
     """Run the worker on 2 hosts x 1 rank of the cluster that is up; its results."""
     from minipar.cluster import launch
 
     rounds, steps = (3, 3) if quick else (6, 5)
     command = [sys.executable, str(SCRIPT), "--worker", "--rounds", str(rounds), "--steps", str(steps)]
-    done = launch.run(2, command, ppn=1, env=rank_env(), timeout=300, capture_output=True)
+    done = launch.run(2, command, ppn=1, env=rank_env(polite), timeout=300, capture_output=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"the DDP workers failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def hidden_fraction(t: dict[str, float], overlapped: str = "bucketed+overlapped") -> float:
+    """(t_bucketed - t_overlapped) / min(t_compute, t_comm): the share of the shorter one hidden."""
+    return (t["bucketed"] - t[overlapped]) / min(t["compute alone"], t["comm alone"])
+
+
 def ddp_section(gbit: float, quick: bool) -> list[str]:
     """The table's lines, measured on the cluster that is up (2 hosts at ``gbit`` Gbit/s)."""
-    t = measure(quick)
+    spinning = measure(quick, polite=False)
+    t = measure(quick, polite=True)
     load = os.getloadavg()
     lines = [f"DDP across 2 hosts x 1 rank, links {gbit:g} Gbit/s, batch {BATCH}/rank, float32, "
-             f"minipar's ring (ms, medians; load average {load[0]:.1f} {load[1]:.1f})"]
+             f"minipar's ring (ms, medians; load average {load[0]:.1f} {load[1]:.1f})",
+             f"  MPICH waits sleep between polls ({' '.join(f'{k}={v}' for k, v in POLITE_WAITS.items())});"
+             " 'spinning': MPICH's default busy-wait"]
     for model_name in MODELS:
         lines.append(f"  {CAPTIONS[model_name]}, bucket_cap_mb={BUCKET_CAP_MB[model_name]} "
                      f"({t[f'{model_name}/buckets']} buckets)")
+        lines.append(f"    {'':<30}{'polite':>9}{'spinning':>10}")
         for row in ROWS:
-            lines.append(f"    {row:<24}{t[f'{model_name}/{row}']:9.1f}")
+            key = f"{model_name}/{row}"
+            lines.append(f"    {row:<30}{t[key]:9.1f}{spinning[key]:10.1f}")
+        phases = [t[f"{model_name}/{phase}"] for phase in ("forward", "backward", "step")]
+        lines.append("    compute alone by phase: forward {:.1f}, backward {:.1f}, step {:.1f}"
+                     .format(*phases))
     mlp = {row: t[f"mlp/{row}"] for row in ROWS}
+    mlp_spinning = {row: spinning[f"mlp/{row}"] for row in ROWS}
     floor = min(mlp["compute alone"], mlp["comm alone"])
-    hidden = (mlp["bucketed"] - mlp["bucketed+overlapped"]) / floor
-    lines.append(f"  mlp: hidden = (t_bucketed - t_overlapped) / min(t_compute, t_comm) = "
-                 f"({mlp['bucketed']:.1f} - {mlp['bucketed+overlapped']:.1f}) / {floor:.1f} = {hidden:.2f}")
+    hidden = hidden_fraction(mlp)
+    lines.append(f"  mlp hidden = (t_bucketed - t_overlapped) / min(t_compute, t_comm) = "
+                 f"({mlp['bucketed']:.1f} - {mlp['bucketed+overlapped']:.1f}) / {floor:.1f} = {hidden:.2f}"
+                 f" (spinning {hidden_fraction(mlp_spinning):.2f}); with the step in backward "
+                 f"{hidden_fraction(mlp, 'overlapped+step in backward'):.2f} (spinning "
+                 f"{hidden_fraction(mlp_spinning, 'overlapped+step in backward'):.2f})")
+    forward, backward, step = (t[f"mlp/{phase}"] for phase in ("forward", "backward", "step"))
+    ceiling = (backward + step) / (forward + backward + step)
+    lines.append(f"  mlp ceiling: no gradient exists before forward ends, so at most (backward + step) / "
+                 f"compute = ({backward:.1f} + {step:.1f}) / {forward + backward + step:.1f} = {ceiling:.2f} "
+                 "can be hidden, and only with the step in backward")
     for model_name in MODELS:
-        speedup = t[f"{model_name}/per-parameter"] / t[f"{model_name}/bucketed+overlapped"]
-        lines.append(f"  {model_name}: per-parameter / bucketed+overlapped = {speedup:.2f}x")
+        speedup, speedup_spinning = (
+            run[f"{model_name}/per-parameter"] / run[f"{model_name}/bucketed+overlapped"]
+            for run in (t, spinning))
+        lines.append(f"  {model_name}: per-parameter / bucketed+overlapped = {speedup:.2f}x "
+                     f"(spinning {speedup_spinning:.2f}x)")
     deep = t["deep256/per-parameter"] / t["deep256/bucketed+overlapped"]
     lines.append(f"  target overlap hides >= 70% of min(compute, comm) on the mlp: "
                  f"{hidden:.0%} -> {'MET' if hidden >= 0.7 else 'NOT MET'}")

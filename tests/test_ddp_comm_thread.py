@@ -13,7 +13,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_data_parallel import REFERENCE, STEPS, X, Y, assert_matches_reference, make_model, shard, train_wrapped
+from test_data_parallel import (
+    REFERENCE,
+    STEPS,
+    X,
+    Y,
+    assert_matches_reference,
+    make_model,
+    shard,
+    train_wrapped,
+)
 
 import minipar
 from minipar.comm import run_local

@@ -48,6 +48,7 @@ class Bucket:
         self.flat: Any = None  # the array this step's all-reduce works on
         self.ready = [False] * len(self.params)
         self.pending = 0
+        self.job = 0  # this step's all-reduce: its number on the communication thread
 
     def put(self, position: int, grad: Any) -> Any:
         """Place parameter ``position``'s gradient for this step; returns what ``.grad.array`` becomes."""
@@ -119,17 +120,21 @@ class CommThread:
                 self.finished += 1
                 self.done.notify_all()
 
-    def submit(self, job: Callable[[], None]) -> None:
+    def submit(self, job: Callable[[], None]) -> int:
+        """Queue ``job``; returns its number (1, 2, ... over the thread's life) for ``wait``."""
         self._raise_if_failed()  # fail fast, mid-backward
         if not self.thread.is_alive():
             raise RuntimeError(f"{self.thread.name} was closed: no more jobs can run on it")
         self.submitted += 1
         self.jobs.put(job)
+        return self.submitted
 
-    def wait(self) -> None:
-        """Wait for every submitted job; re-raise the first error of theirs here."""
+    def wait(self, until: int | None = None) -> None:
+        """Wait until job number ``until`` (default: every submitted job) has run; re-raise
+        the first error of the jobs run so far here."""
+        until = self.submitted if until is None else until
         with self.done:
-            while self.finished < self.submitted:
+            while self.finished < until and self.error is None:
                 self.done.wait(0.1)  # short waits keep Ctrl-C working
         self._raise_if_failed()
 

@@ -59,8 +59,8 @@ bit-identical gradients, independent of timing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -69,26 +69,20 @@ import numpy as np
 
 from minipar import autograd
 from minipar.backend import get_array_module
-from minipar.comm import Communicator, allreduce, broadcast, require_communicator
+from minipar.comm import Communicator, allreduce, require_communicator
 from minipar.nn.module import Module, Parameter
 from minipar.observe import trace
 from minipar.parallel.data_parallel.buckets import Bucket, CommThread, MiB, assign_buckets
-from minipar.parallel.data_parallel.naive import _trace_rank, _trainable, broadcast_module
+from minipar.parallel.data_parallel.naive import (
+    _check_same_trainable,
+    _trace_rank,
+    _trainable,
+    broadcast_module,
+)
+from minipar.parallel.data_parallel.optimizer_in_backward import apply_optimizer_in_backward, wait_and_step
 from minipar.parallel.data_parallel.wrapper import ModuleWrapper
 from minipar.parallel.replicas import check_replicas
 from minipar.tensor import Tensor
-
-
-def _check_same_trainable(module: Module, comm: Communicator) -> None:
-    """Every rank must train the same parameters, or the buckets differ and the sums mismatch."""
-    named = list(module.named_parameters())
-    mine = np.array([param.requires_grad for _, param in named], dtype=np.int64)
-    rank0 = broadcast(comm, mine.copy())
-    if not np.array_equal(mine, rank0):
-        differing = [name for (name, _), a, b in zip(named, mine, rank0) if a != b]
-        raise ValueError(f"DistributedDataParallel: rank {comm.rank} has requires_grad different from "
-                         f"rank 0 for {differing}: freeze (or unfreeze) parameters on every rank alike, "
-                         "before wrapping the module")
 
 
 class DistributedDataParallel(ModuleWrapper):
@@ -164,6 +158,7 @@ class DistributedDataParallel(ModuleWrapper):
         self._next_launch = 0
         self._comm_thread: CommThread | None = None
         self._used = np.zeros(0)
+        self.bucket_optimizers: list[Any] = []  # apply_optimizer_in_backward: one per bucket
         if comm.size == 1:
             return  # one rank: the local gradient is the average; nothing to do after the broadcast
         by_name = dict(named)
@@ -198,6 +193,10 @@ class DistributedDataParallel(ModuleWrapper):
         from minipar.parallel.data_parallel.join import shadow_buckets
 
         shadow_buckets(self, divisor)
+
+    def apply_optimizer_in_backward(self, optimizer_class: type, **optimizer_kwargs: Any) -> list[Any]:
+        """From now on backward also steps the weights, bucket by bucket (``optimizer_in_backward.py``)."""
+        return apply_optimizer_in_backward(self, optimizer_class, **optimizer_kwargs)
 
     def _join_finished(self, longest: int) -> None:
         from minipar.parallel.data_parallel.join import sync_final_model
@@ -241,17 +240,19 @@ class DistributedDataParallel(ModuleWrapper):
     def _launch_ready_buckets(self) -> None:
         """Launch buckets strictly in order: the same collective sequence on every rank."""
         while self._next_launch < len(self.buckets) and self.buckets[self._next_launch].pending == 0:
-            self._launch(partial(self._allreduce_bucket, self.buckets[self._next_launch]))
+            bucket = self.buckets[self._next_launch]
+            bucket.job = self._launch(partial(self._allreduce_bucket, bucket))
             self._next_launch += 1
 
-    def _launch(self, job: Callable[[], None]) -> None:
+    def _launch(self, job: Callable[[], None]) -> int:
+        """Run ``job`` now, or queue it on the communication thread; its job number there."""
         if not self.overlap:
             job()  # on this thread, now: the bucket is still in cache
-            return
+            return 0
         if self._comm_thread is None:  # one thread for every backward; ends with this wrapper
             self._comm_thread = CommThread(f"ddp-comm-rank{self.comm.rank}")
             weakref.finalize(self, self._comm_thread.jobs.put, None)
-        self._comm_thread.submit(job)
+        return self._comm_thread.submit(job)
 
     def _allreduce_bucket(self, bucket: Bucket) -> None:
         with trace.span(f"allreduce bucket {bucket.index}", "comm", rank=_trace_rank(self.comm),
@@ -293,10 +294,11 @@ class DistributedDataParallel(ModuleWrapper):
             self._launch_ready_buckets()
             self._launch(partial(allreduce, self.comm, self._used, "sum", "auto"))
         with trace.span("wait for gradient all-reduces", "comm", rank=_trace_rank(self.comm)):
-            if self._comm_thread is not None:
-                self._comm_thread.wait()
+            wait_and_step(self, self._comm_thread)  # and step each bucket as it lands, if asked
         if self.find_unused_parameters:  # unused on every rank: None, as on one process
             flat = (param for bucket in self.buckets for param in bucket.params)
             for param, users in zip(flat, self._used.tolist()):
                 if users == 0:
                     param.grad = None
+            for optimizer in self.bucket_optimizers:  # only now: which grads are None is known
+                optimizer.step()
