@@ -45,16 +45,18 @@ How DDP works, step by step:
 5. At the end of backward (a callback queued with ``autograd.queue_callback``)
    parameters that got no gradient are handled, the remaining buckets are
    launched, and the main thread waits for the ones still in flight. So
-   ``loss.backward()`` returns with averaged gradients and ``step`` waits for nothing.
+   ``loss.backward()`` returns with averaged gradients and ``step`` waits for nothing
+   (or, after ``apply_optimizer_in_backward``, it steps each bucket as its average
+   lands, while the later buckets still travel: ``optimizer_in_backward.py``).
 
 Thread rules. One communication thread per wrapper, started by the first
 overlapped backward and reused by every later one (``buckets.CommThread``). From
 a backward's first launch until backward has waited for its jobs that thread owns
 the communicator (the main thread makes no calls on it meanwhile), so MPI sees
-one caller at a time. An exception on that thread is re-raised on the
-main thread, unchanged, at the latest when backward ends -- never swallowed.
-The ring's result is computed once per chunk and copied, so every rank holds
-bit-identical gradients, independent of timing.
+one caller at a time. An exception on that thread is re-raised on the main
+thread, unchanged, at the latest when backward ends -- never swallowed. Every
+rank holds bit-identical gradients, independent of timing (``ring.py``). What
+overlap hides across hosts, and why not more: ``benchmarks/cluster_ddp.py``.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ from minipar.parallel.data_parallel.naive import (
     _trace_rank,
     _trainable,
     broadcast_module,
+    given_or_default_group,
 )
 from minipar.parallel.data_parallel.optimizer_in_backward import apply_optimizer_in_backward, wait_and_step
 from minipar.parallel.data_parallel.wrapper import ModuleWrapper
@@ -96,8 +99,7 @@ class DistributedDataParallel(ModuleWrapper):
     keep ``.grad`` None, exactly as on one process.
 
     ``check_every=N`` runs ``parallel.replicas.check_replicas`` before every N-th training
-    forward (off by default): a rank whose weights diverged is named instead of silently
-    averaging gradients of different models.
+    forward (off by default): a diverged rank is named, not silently averaged.
 
     PyTorch's signature: ``device_ids``/``output_device`` (devices are the arrays' own here),
     ``process_group=`` (an alias of ``comm=``), ``dim``, ``broadcast_buffers``,
@@ -105,8 +107,7 @@ class DistributedDataParallel(ModuleWrapper):
     ``static_graph`` are accepted; ``comm`` defaults to the initialised process group
     (``minipar.distributed``).
 
-    ``reduce_in_place=False`` takes the plain, copying bucket for every bucket, one-parameter
-    ones included (``buckets.Bucket`` says what in place saves).
+    ``reduce_in_place=False``: the plain, copying bucket for all (``buckets.Bucket``).
     """
 
     def __init__(self, module: Module, device_ids: Any = None, output_device: Any = None, *,
@@ -122,14 +123,7 @@ class DistributedDataParallel(ModuleWrapper):
         if device_ids is not None and not isinstance(device_ids, (list, tuple)):
             raise TypeError(f"DistributedDataParallel device_ids is a list of device indices (or None), got "
                             f"{type(device_ids).__name__}; the communicator goes in comm=")
-        comm = comm if comm is not None else process_group
-        if comm is None:
-            from minipar import distributed
-
-            comm = distributed.default_group()
-            if comm is None:
-                raise RuntimeError("DistributedDataParallel needs a communicator: pass comm=, or call "
-                                   "minipar.distributed.init_process_group() first")
+        comm = given_or_default_group(comm if comm is not None else process_group)
         require_communicator(comm, "DistributedDataParallel")
         named = _trainable(module, "DistributedDataParallel")
         if isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, (int, float)) \

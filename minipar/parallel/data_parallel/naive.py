@@ -103,6 +103,18 @@ def _check_same_trainable(module: Module, comm: Communicator) -> None:
                          "before wrapping the module")
 
 
+def given_or_default_group(comm: Communicator | None) -> Communicator:
+    """``comm``, or the process group ``minipar.distributed.init_process_group()`` made."""
+    if comm is None:
+        from minipar import distributed
+
+        comm = distributed.default_group()
+        if comm is None:
+            raise RuntimeError("DistributedDataParallel needs a communicator: pass comm=, or call "
+                               "minipar.distributed.init_process_group() first")
+    return comm
+
+
 class NaiveDataParallel(ModuleWrapper):
     """Broadcast at construction; call ``allreduce_gradients()`` between backward and step."""
 
