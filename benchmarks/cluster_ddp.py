@@ -31,7 +31,9 @@ Every row runs twice, in two launches: with MPICH's waits sleeping between polls
 
 Targets (issue 14): hidden = (t_bucketed - t_overlapped) / min(t_compute, t_comm)
 >= 0.7 on the mlp, and t_per_parameter / t_overlapped >= 1.3 on deep256; each is
-judged on the better of the two wait modes for each contender.
+judged at its best: the hidden fraction within one wait mode (bucketed and overlapped
+in the same mode, as the formula has it), the speedup with each contender in its
+better mode (polite waits would otherwise flatter it by slowing per-parameter).
 
 Where the overlap goes (measured on this 2-core machine, mlp, 2 Gbit/s; load 1-3):
 
@@ -237,15 +239,17 @@ def ddp_section(gbit: float, quick: bool) -> list[str]:
             for run in (t, spinning))
         lines.append(f"  {model_name}: per-parameter / bucketed+overlapped = {speedup:.2f}x "
                      f"(spinning {speedup_spinning:.2f}x)")
-    best = {row: min(t[f"mlp/{row}"], spinning[f"mlp/{row}"]) for row in ROWS}  # each its better mode
-    best_hidden = max(hidden_fraction(best), hidden_fraction(best, "overlapped+step in backward"))
-    deep = (min(t["deep256/per-parameter"], spinning["deep256/per-parameter"])
-            / min(t["deep256/bucketed+overlapped"], spinning["deep256/bucketed+overlapped"]))
-    lines.append(f"  target overlap hides >= 70% of min(compute, comm) on the mlp (each contender in its "
-                 f"better wait mode): {best_hidden:.0%} -> {'MET' if best_hidden >= 0.7 else 'NOT MET'}")
-    lines.append(f"  target bucketed+overlapped >= 1.3x faster than per-parameter on the 52-tensor "
-                 f"deep256 (each in its better wait mode): {deep:.2f}x -> "
-                 f"{'MET' if deep >= 1.3 else 'NOT MET'}")
+    best_hidden = max(hidden_fraction({row: run[f"mlp/{row}"] for row in ROWS}, overlapped)
+                      for run in (t, spinning)
+                      for overlapped in ("bucketed+overlapped", "overlapped+step in backward"))
+    overlapped_rows = ("bucketed+overlapped", "overlapped+step in backward")
+    deep = (min(run["deep256/per-parameter"] for run in (t, spinning))
+            / min(run[f"deep256/{row}"] for run in (t, spinning) for row in overlapped_rows))
+    verdict = {True: "MET", False: "NOT MET"}
+    lines.append(f"  target overlap hides >= 70% of min(compute, comm) on the mlp (the best of the four "
+                 f"above, each within one wait mode): {best_hidden:.0%} -> {verdict[best_hidden >= 0.7]}")
+    lines.append(f"  target overlapped >= 1.3x faster than per-parameter on the 52-tensor deep256 (each "
+                 f"in its best mode and form): {deep:.2f}x -> {verdict[deep >= 1.3]}")
     return lines
 
 
