@@ -48,6 +48,7 @@ class Bucket:
         self.flat: Any = None  # the array this step's all-reduce works on
         self.ready = [False] * len(self.params)
         self.pending = 0
+        self.job = 0  # this step's all-reduce: its number on the communication thread
 
     def put(self, position: int, grad: Any) -> Any:
         """Place parameter ``position``'s gradient for this step; returns what ``.grad.array`` becomes."""
@@ -88,11 +89,22 @@ def assign_buckets(named: Named, cap_bytes: float) -> list[Named]:
 
 
 class CommThread:
-    """One backward's communication thread: runs submitted jobs in order, keeps the first error."""
+    """DDP's communication thread: runs submitted jobs in order, keeps the first error.
+
+    One thread serves every backward of its DDP (started on the first, reused after):
+    ``submit`` queues a job, ``wait`` returns once every job submitted so far has run
+    and re-raises the first error of those jobs here. After an error the remaining
+    jobs of that step are skipped (the ranks are out of step); the next step's run.
+    ``close`` (or the owner being garbage-collected) ends the thread. Reusing it saves a
+    thread start and join per step (``benchmarks/cluster_ddp.py`` measures both).
+    """
 
     def __init__(self, name: str) -> None:
         self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self.error: BaseException | None = None
+        self.submitted = 0  # jobs submitted, ever
+        self.finished = 0  # jobs run (or skipped), ever
+        self.done = threading.Condition()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
@@ -103,21 +115,42 @@ class CommThread:
                     job()
                 except BaseException as error:  # noqa: B036 - handed to the main thread
                     self.error = error
+            del job  # holds its owner (the wrapper) alive while the thread waits otherwise
+            with self.done:
+                self.finished += 1
+                self.done.notify_all()
 
-    def submit(self, job: Callable[[], None]) -> None:
+    def submit(self, job: Callable[[], None]) -> int:
+        """Queue ``job``; returns its number (1, 2, ... over the thread's life) for ``wait``."""
         self._raise_if_failed()  # fail fast, mid-backward
+        if not self.thread.is_alive():
+            raise RuntimeError(f"{self.thread.name} was closed: no more jobs can run on it")
+        self.submitted += 1
         self.jobs.put(job)
+        return self.submitted
 
-    def finish(self) -> None:
-        """Wait for every submitted job; re-raise the thread's exception here."""
-        self.jobs.put(None)
-        while self.thread.is_alive():
-            self.thread.join(0.1)  # short joins keep Ctrl-C working
+    def wait(self, until: int | None = None) -> None:
+        """Wait until job number ``until`` (default: every submitted job) has run; re-raise
+        the first error of the jobs run so far here."""
+        until = self.submitted if until is None else until
+        with self.done:
+            while self.finished < until and self.error is None:
+                self.done.wait(0.1)  # short waits keep Ctrl-C working
         self._raise_if_failed()
 
+    def close(self) -> None:
+        """Let the queued jobs run, then end the thread (idempotent)."""
+        self.jobs.put(None)
+        if self.thread is not threading.current_thread():
+            self.thread.join()
+
     def _raise_if_failed(self) -> None:
-        if self.error is not None:
-            error, self.error = self.error, None
-            if hasattr(error, "add_note"):
-                error.add_note("(raised in DistributedDataParallel's communication thread)")
-            raise error
+        if self.error is None:
+            return
+        with self.done:  # the jobs queued behind the failed one are skipped: let them pass
+            while self.finished < self.submitted and self.thread.is_alive():
+                self.done.wait(0.1)
+        error, self.error = self.error, None
+        if hasattr(error, "add_note"):
+            error.add_note("(raised in DistributedDataParallel's communication thread)")
+        raise error

@@ -45,18 +45,23 @@ How DDP works, step by step:
 5. At the end of backward (a callback queued with ``autograd.queue_callback``)
    parameters that got no gradient are handled, the remaining buckets are
    launched, and the main thread waits for the ones still in flight. So
-   ``loss.backward()`` returns with averaged gradients and ``step`` waits for nothing.
+   ``loss.backward()`` returns with averaged gradients and ``step`` waits for nothing
+   (or, after ``apply_optimizer_in_backward``, it steps each bucket as its average
+   lands, while the later buckets still travel: ``optimizer_in_backward.py``).
 
-Thread rules. While a backward's communication thread lives it owns the
-communicator (the main thread makes no calls on it until it is joined), so
-MPI sees one caller at a time. An exception on that thread is re-raised on the
-main thread, unchanged, at the latest when backward ends -- never swallowed.
-The ring's result is computed once per chunk and copied, so every rank holds
-bit-identical gradients, independent of timing.
+Thread rules. One communication thread per wrapper, started by the first
+overlapped backward and reused by every later one (``buckets.CommThread``). From
+a backward's first launch until backward has waited for its jobs that thread owns
+the communicator (the main thread makes no calls on it meanwhile), so MPI sees
+one caller at a time. An exception on that thread is re-raised on the main
+thread, unchanged, at the latest when backward ends -- never swallowed. Every
+rank holds bit-identical gradients, independent of timing (``ring.py``). What
+overlap hides across hosts, and why not more: ``benchmarks/cluster_ddp.py``.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -66,26 +71,21 @@ import numpy as np
 
 from minipar import autograd
 from minipar.backend import get_array_module
-from minipar.comm import Communicator, allreduce, broadcast, require_communicator
+from minipar.comm import Communicator, allreduce, require_communicator
 from minipar.nn.module import Module, Parameter
 from minipar.observe import trace
 from minipar.parallel.data_parallel.buckets import Bucket, CommThread, MiB, assign_buckets
-from minipar.parallel.data_parallel.naive import _trace_rank, _trainable, broadcast_module
+from minipar.parallel.data_parallel.naive import (
+    _check_same_trainable,
+    _trace_rank,
+    _trainable,
+    broadcast_module,
+    given_or_default_group,
+)
+from minipar.parallel.data_parallel.optimizer_in_backward import apply_optimizer_in_backward, wait_and_step
 from minipar.parallel.data_parallel.wrapper import ModuleWrapper
 from minipar.parallel.replicas import check_replicas
 from minipar.tensor import Tensor
-
-
-def _check_same_trainable(module: Module, comm: Communicator) -> None:
-    """Every rank must train the same parameters, or the buckets differ and the sums mismatch."""
-    named = list(module.named_parameters())
-    mine = np.array([param.requires_grad for _, param in named], dtype=np.int64)
-    rank0 = broadcast(comm, mine.copy())
-    if not np.array_equal(mine, rank0):
-        differing = [name for (name, _), a, b in zip(named, mine, rank0) if a != b]
-        raise ValueError(f"DistributedDataParallel: rank {comm.rank} has requires_grad different from "
-                         f"rank 0 for {differing}: freeze (or unfreeze) parameters on every rank alike, "
-                         "before wrapping the module")
 
 
 class DistributedDataParallel(ModuleWrapper):
@@ -99,8 +99,7 @@ class DistributedDataParallel(ModuleWrapper):
     keep ``.grad`` None, exactly as on one process.
 
     ``check_every=N`` runs ``parallel.replicas.check_replicas`` before every N-th training
-    forward (off by default): a rank whose weights diverged is named instead of silently
-    averaging gradients of different models.
+    forward (off by default): a diverged rank is named, not silently averaged.
 
     PyTorch's signature: ``device_ids``/``output_device`` (devices are the arrays' own here),
     ``process_group=`` (an alias of ``comm=``), ``dim``, ``broadcast_buffers``,
@@ -108,8 +107,7 @@ class DistributedDataParallel(ModuleWrapper):
     ``static_graph`` are accepted; ``comm`` defaults to the initialised process group
     (``minipar.distributed``).
 
-    ``reduce_in_place=False`` takes the plain, copying bucket for every bucket, one-parameter
-    ones included (``buckets.Bucket`` says what in place saves).
+    ``reduce_in_place=False``: the plain, copying bucket for all (``buckets.Bucket``).
     """
 
     def __init__(self, module: Module, device_ids: Any = None, output_device: Any = None, *,
@@ -125,14 +123,7 @@ class DistributedDataParallel(ModuleWrapper):
         if device_ids is not None and not isinstance(device_ids, (list, tuple)):
             raise TypeError(f"DistributedDataParallel device_ids is a list of device indices (or None), got "
                             f"{type(device_ids).__name__}; the communicator goes in comm=")
-        comm = comm if comm is not None else process_group
-        if comm is None:
-            from minipar import distributed
-
-            comm = distributed.default_group()
-            if comm is None:
-                raise RuntimeError("DistributedDataParallel needs a communicator: pass comm=, or call "
-                                   "minipar.distributed.init_process_group() first")
+        comm = given_or_default_group(comm if comm is not None else process_group)
         require_communicator(comm, "DistributedDataParallel")
         named = _trainable(module, "DistributedDataParallel")
         if isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, (int, float)) \
@@ -161,6 +152,7 @@ class DistributedDataParallel(ModuleWrapper):
         self._next_launch = 0
         self._comm_thread: CommThread | None = None
         self._used = np.zeros(0)
+        self.bucket_optimizers: list[Any] = []  # apply_optimizer_in_backward: one per bucket
         if comm.size == 1:
             return  # one rank: the local gradient is the average; nothing to do after the broadcast
         by_name = dict(named)
@@ -196,6 +188,10 @@ class DistributedDataParallel(ModuleWrapper):
 
         shadow_buckets(self, divisor)
 
+    def apply_optimizer_in_backward(self, optimizer_class: type, **optimizer_kwargs: Any) -> list[Any]:
+        """From now on backward also steps the weights, bucket by bucket (``optimizer_in_backward.py``)."""
+        return apply_optimizer_in_backward(self, optimizer_class, **optimizer_kwargs)
+
     def _join_finished(self, longest: int) -> None:
         from minipar.parallel.data_parallel.join import sync_final_model
 
@@ -213,8 +209,7 @@ class DistributedDataParallel(ModuleWrapper):
 
     def _prepare_for_backward(self) -> None:
         if self._comm_thread is not None:  # an earlier backward raised midway: settle it first
-            thread, self._comm_thread = self._comm_thread, None
-            thread.finish()
+            self._comm_thread.wait()
         for bucket in self.buckets:
             bucket.ready = [False] * len(bucket.params)
             bucket.pending = len(bucket.params)
@@ -239,16 +234,19 @@ class DistributedDataParallel(ModuleWrapper):
     def _launch_ready_buckets(self) -> None:
         """Launch buckets strictly in order: the same collective sequence on every rank."""
         while self._next_launch < len(self.buckets) and self.buckets[self._next_launch].pending == 0:
-            self._launch(partial(self._allreduce_bucket, self.buckets[self._next_launch]))
+            bucket = self.buckets[self._next_launch]
+            bucket.job = self._launch(partial(self._allreduce_bucket, bucket))
             self._next_launch += 1
 
-    def _launch(self, job: Callable[[], None]) -> None:
+    def _launch(self, job: Callable[[], None]) -> int:
+        """Run ``job`` now, or queue it on the communication thread; its job number there."""
         if not self.overlap:
             job()  # on this thread, now: the bucket is still in cache
-            return
-        if self._comm_thread is None:
+            return 0
+        if self._comm_thread is None:  # one thread for every backward; ends with this wrapper
             self._comm_thread = CommThread(f"ddp-comm-rank{self.comm.rank}")
-        self._comm_thread.submit(job)
+            weakref.finalize(self, self._comm_thread.jobs.put, None)
+        return self._comm_thread.submit(job)
 
     def _allreduce_bucket(self, bucket: Bucket) -> None:
         with trace.span(f"allreduce bucket {bucket.index}", "comm", rank=_trace_rank(self.comm),
@@ -290,11 +288,11 @@ class DistributedDataParallel(ModuleWrapper):
             self._launch_ready_buckets()
             self._launch(partial(allreduce, self.comm, self._used, "sum", "auto"))
         with trace.span("wait for gradient all-reduces", "comm", rank=_trace_rank(self.comm)):
-            if self._comm_thread is not None:
-                thread, self._comm_thread = self._comm_thread, None
-                thread.finish()
+            wait_and_step(self, self._comm_thread)  # and step each bucket as it lands, if asked
         if self.find_unused_parameters:  # unused on every rank: None, as on one process
             flat = (param for bucket in self.buckets for param in bucket.params)
             for param, users in zip(flat, self._used.tolist()):
                 if users == 0:
                     param.grad = None
+            for optimizer in self.bucket_optimizers:  # only now: which grads are None is known
+                optimizer.step()

@@ -91,6 +91,30 @@ def _trace_rank(comm: Communicator) -> int | None:
     return getattr(comm, "world_rank", None)
 
 
+def _check_same_trainable(module: Module, comm: Communicator) -> None:
+    """Every rank must train the same parameters, or the buckets differ and the sums mismatch."""
+    named = list(module.named_parameters())
+    mine = np.array([param.requires_grad for _, param in named], dtype=np.int64)
+    rank0 = broadcast(comm, mine.copy())
+    if not np.array_equal(mine, rank0):
+        differing = [name for (name, _), a, b in zip(named, mine, rank0) if a != b]
+        raise ValueError(f"DistributedDataParallel: rank {comm.rank} has requires_grad different from "
+                         f"rank 0 for {differing}: freeze (or unfreeze) parameters on every rank alike, "
+                         "before wrapping the module")
+
+
+def given_or_default_group(comm: Communicator | None) -> Communicator:
+    """``comm``, or the process group ``minipar.distributed.init_process_group()`` made."""
+    if comm is None:
+        from minipar import distributed
+
+        comm = distributed.default_group()
+        if comm is None:
+            raise RuntimeError("DistributedDataParallel needs a communicator: pass comm=, or call "
+                               "minipar.distributed.init_process_group() first")
+    return comm
+
+
 class NaiveDataParallel(ModuleWrapper):
     """Broadcast at construction; call ``allreduce_gradients()`` between backward and step."""
 
