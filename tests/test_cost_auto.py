@@ -51,7 +51,7 @@ def run_auto(world: int, elements: int, hosts=None):
         arrays = run_local(body, world, hosts=hosts)
     finally:
         events.remove_observer(calls.append)
-    ran = [{c.args["extra"].removeprefix("algorithm=") + "_allreduce" for c in calls
+    ran = [{c.args["extra"].split()[0].removeprefix("algorithm=") + "_allreduce" for c in calls
             if c.rank == rank and c.name == "allreduce"} for rank in range(world)]
     return list(zip(ran, arrays))
 
