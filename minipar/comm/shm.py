@@ -45,6 +45,7 @@ import numpy as np
 
 from minipar.comm._common import chunk_bounds, combiner, finish_mean, scratch
 from minipar.comm.communicator import Communicator
+from minipar.comm.shm_pipeline import MAX_RANKS, shm_pipelined, staging_window
 
 MAX_WINDOWS = 4  # per communicator: e.g. a few DDP bucket sizes
 
@@ -169,15 +170,29 @@ def _shm_mpi(comm: Any, flat: Any, op: str) -> None:
     _sync(comm, window)  # 6.
 
 
-def shm_core(comm: Communicator, flat: Any, op: str) -> None:
-    """All-reduce the 1-D NumPy ``flat`` in place through shared memory (``allreduce``'s core)."""
+def _shm_mpi_pipelined(comm: Any, flat: Any, op: str) -> None:
+    shm_pipelined(comm, flat, op, staging_window(comm, _node_comm(comm)))
+
+
+MPI_FORMS = {"plain": _shm_mpi, "pipelined": _shm_mpi_pipelined}  # shm_pipeline.py: what it buys
+
+
+def shm_core(comm: Communicator, flat: Any, op: str, form: str | None = None) -> None:
+    """All-reduce the 1-D NumPy ``flat`` in place through shared memory (``allreduce``'s core).
+
+    Under MPI, ``form="plain"`` runs the steps above on windows of N bytes per rank,
+    ``"pipelined"`` (``shm_pipeline.py``) the same sums piece by piece through a small
+    window; None picks pipelined up to ``MAX_RANKS`` ranks, plain beyond.
+    """
     if type(flat) is not np.ndarray:
         raise TypeError(f"allreduce(algorithm='shm') needs a numpy array, got {type(flat).__module__}."
                         f"{type(flat).__name__} (use algorithm='ring' for device arrays)")
     if comm.backend == "threads":
         _shm_threads(comm, flat, op)
     elif comm.backend == "mpi":
-        _shm_mpi(comm, flat, op)
+        if form is None:
+            form = "pipelined" if comm.size <= MAX_RANKS else "plain"
+        MPI_FORMS[form](comm, flat, op)
     else:
         raise TypeError(f"allreduce(algorithm='shm') needs MPI or thread ranks, got {comm.backend!r}")
 
@@ -186,6 +201,9 @@ def free_windows(comm: Communicator) -> None:
     """Collective: free every shared window ``comm`` has cached (and its node communicator)."""
     for window in comm.__dict__.pop("_shm_windows", {}).values():
         window.free()
+    stage = comm.__dict__.pop("_shm_stage", None)
+    if stage is not None:
+        stage.free()
     node = comm.__dict__.pop("_shm_node", None)
     if node is not None:
         node.Free()
