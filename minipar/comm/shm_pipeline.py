@@ -11,36 +11,45 @@ Here the array is cut into pieces of at most ``PIECE_BYTES`` that never straddle
 two of the ring's chunks (``numpy.array_split`` boundaries), and the pieces flow
 through a window of ``DEPTH`` slots per rank. Every rank sums every piece:
 
-    step g (piece g of chunk c), rank r, slot = g % DEPTH:
-    1. wait until every rank has read our slot of step g - DEPTH     (done[j] >= g - DEPTH + 1)
-    2. publish:  slot = x_r[piece]                                     ready[r] = g + 1
-    3. wait for every rank's ready >= g + 1
-    4. reduce:   x_r[piece] = ((slot_{c+1} + slot_{c+2}) + ...) + slot_c   (the ring's order
-                 for chunk c, reading every rank's slot in place)        done[r] = g + 1
+    publish piece g (rank r, slot g % DEPTH):
+      wait until every rank has read our slot of piece g - DEPTH   (done[j] >= g - DEPTH + 1)
+      slot = x_r[piece g]                                           ready[r] = g + 1
+    reduce piece g (of chunk c), after publishing piece g + 1 (one ahead):
+      wait for every rank's ready >= g + 1
+      x_r[piece g] = ((slot_{c+1} + slot_{c+2}) + ...) + slot_c   (the ring's order for chunk
+                     c, reading every rank's slot in place)          done[r] = g + 1
 
 Per rank that is one pass that copies N bytes into the window and one that
 reads p N and writes N, each piece re-read a few microseconds after it was
-written, while it is still in cache; one wait per piece instead of three
-barriers per call. At p = 2 it reads no more than the plain form (which reads
-its own N, its peer's N / 2 and N / 2 of results); from p = 3 each rank reads
-(p - 1) N from its peers where the plain form reads about 2N in all, so
-``shm.py`` uses this form for p <= ``MAX_RANKS`` only.
+written, while it is still in cache, and one wait per piece instead of three
+barriers per call; publishing one piece ahead means a peer that runs a little
+behind finds the next piece already there. At p = 2 it reads no more than the
+plain form (which reads its own N, its peer's N / 2 and N / 2 of results);
+from p = 3 each rank reads (p - 1) N from its peers where the plain form reads
+about 2N in all, so ``shm.py`` uses this form for p <= ``MAX_RANKS`` only.
+
+Measured (``benchmarks/shm_allreduce.py``, p = 2, float32, 2 cores shared with
+other work): 16 MiB ~0.75x MPI.Allreduce against the plain form's ~1.6x; 64 MiB
+~0.4-0.6x against ~0.6-0.9x. Piece sizes of 512 KiB-2 MiB and 2-3 slots were
+tried; 1 MiB with 3 slots was best, by less than the noise.
 
 The counters (``ready``, ``done``) live at the start of each rank's segment and
 only grow (they count steps since the window was made), so a call needs no
-trailing barrier: the next call's step 1 already waits until the peers are done
-with the slot it overwrites. ``MPI_Win_sync`` before each counter store and
+trailing barrier: the next call's first wait already checks that the peers are
+done with the slot it overwrites. ``MPI_Win_sync`` before each counter store and
 after each load orders the data around them (MPI-3's unified model). Every
 wait is registered with the communicator's watchdog (``watchdog.py``), so a rank
-that never comes ends the job at the deadline instead of spinning for ever, and
-a spinning rank yields its core (``sched_yield``) after ``SPINS`` looks, so a
-descheduled peer on a busy machine gets it back. Same bits as ``shm.py`` and the
-ring: each element is summed in its chunk's ring order.
+that never comes ends the job at the deadline instead of spinning for ever. A
+waiting rank spins ``SPINS`` looks, then yields its core (``sched_yield``) for
+``SPIN_SECONDS``, then naps: an idle core lets the scheduler move a descheduled
+peer onto it. Same bits as ``shm.py`` and the ring: each element is summed in
+its chunk's ring order.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -49,8 +58,10 @@ from minipar.comm import watchdog
 from minipar.comm._common import chunk_bounds, combiner, finish_mean
 
 PIECE_BYTES = 1 << 20  # per step: small enough that the peers read it while it is in cache
-DEPTH = 2  # slots per rank: a rank may publish the next piece while the peers read this one
+DEPTH = 3  # slots per rank: one being read, one published ahead, one of slack
 SPINS = 200  # unanswered looks at a counter before yielding the core
+SPIN_SECONDS = 100e-6  # then yield for this long, then nap: NAP seconds at a time
+NAP = 20e-6
 MAX_RANKS = 2  # shm.py uses this form up to here (every rank reads (p - 1) N from its peers)
 COUNTERS = 8  # int64 words at the start of each segment: ready, done, then padding
 READY, DONE = 0, 1
@@ -97,11 +108,14 @@ def _wait(comm: Any, window: StagingWindow, which: int, target: int) -> None:
             continue
         slot = watchdog.enter(comm, "read the shared-memory step counter of", j, None, 0)
         try:
-            looks = 0
+            looks, since = 0, time.perf_counter()
             while counter[which] < target:
                 looks += 1
                 if looks >= SPINS:
-                    os.sched_yield()
+                    if NAP and time.perf_counter() - since > SPIN_SECONDS:
+                        time.sleep(NAP)  # an idle core: the scheduler can move the peer here
+                    else:
+                        os.sched_yield()
         finally:
             slot[0] = 0.0
     window.win.Sync()  # what the peers wrote before their counter store is visible now
@@ -122,16 +136,26 @@ def shm_pipelined(comm: Any, flat: Any, op: str, window: StagingWindow) -> None:
     todo = pieces(flat.size, p, dtype.itemsize)
     base = window.steps
     window.steps += len(todo)
+    most = PIECE_BYTES // dtype.itemsize  # whole slots as dtype, once per call: slicing is cheaper
+    slots = [[window.slot(j, d, most, dtype) for j in range(p)] for d in range(DEPTH)]
+
+    def publish(step: int) -> None:  # steps 1 and 2 for piece ``step`` of this call
+        g, (_, lo, hi) = base + step, todo[step]
+        _wait(comm, window, DONE, g - DEPTH + 1)  # nobody reads our slot g % DEPTH any more
+        slots[g % DEPTH][r][: hi - lo] = flat[lo:hi]
+        _announce(window, r, READY, g + 1)
+
+    if todo:
+        publish(0)
     for step, (c, lo, hi) in enumerate(todo):
         g = base + step  # the global step: counters and slots continue across calls
-        _wait(comm, window, DONE, g - DEPTH + 1)  # 1. nobody reads our slot g % DEPTH any more
-        piece = flat[lo:hi]
-        window.slot(r, g, hi - lo, dtype)[...] = piece  # 2. publish
-        _announce(window, r, READY, g + 1)
+        if step + 1 < len(todo):
+            publish(step + 1)  # one piece ahead: a peer a little behind finds it ready
         _wait(comm, window, READY, g + 1)  # 3.
         # 4. The ring's order for chunk c: x_{c+1} + x_{c+2}, ..., and x_c last; our own
         #    value is read from our slot, so the sum may be written straight into the piece.
-        first, *rest = [window.slot((c + k) % p, g, hi - lo, dtype) for k in range(1, p + 1)]
+        piece, slot = flat[lo:hi], slots[g % DEPTH]
+        first, *rest = [slot[(c + k) % p][: hi - lo] for k in range(1, p + 1)]
         combine(first, rest[0], out=piece)
         for operand in rest[1:]:
             combine(piece, operand, out=piece)
