@@ -28,10 +28,17 @@ plain form (which reads its own N, its peer's N / 2 and N / 2 of results);
 from p = 3 each rank reads (p - 1) N from its peers where the plain form reads
 about 2N in all, so ``shm.py`` uses this form for p <= ``MAX_RANKS`` only.
 
-Measured (``benchmarks/shm_allreduce.py``, p = 2, float32, 2 cores shared with
-other work): 16 MiB ~0.75x MPI.Allreduce against the plain form's ~1.6x; 64 MiB
-~0.4-0.6x against ~0.6-0.9x. Piece sizes of 512 KiB-2 MiB and 2-3 slots were
-tried; 1 MiB with 3 slots was best, by less than the noise.
+Measured (``benchmarks/shm_allreduce.py``, p = 2, 2 cores shared with other
+work, load 1-3): 16 MiB 0.7-0.9x MPI.Allreduce (plain form 1.4-1.9x); 64 MiB
+0.3-0.5x (plain 0.6-0.8x) -- in most runs. In some runs, for minutes at a time
+and even at load 0.8, the publish copy takes 7x longer (64 MiB: ~37 ms, 1.2x MPI;
+16 MiB: ~20 ms) while the same copy with no peer reading stays fast: a rank then
+rewrites slot lines its peer still holds in its cache, and those invalidations
+are slow in that state (no page faults, no shared core, waits < 1 ms). A ring of
+16 slots (lines evicted before they are rewritten) removes the slow state at
+64 MiB (~0.5x always) but costs 16 MiB its cache reuse (~1.0x); 3 slots of 1 MiB
+are kept. Pieces of 512 KiB-2 MiB measured alike; 128-256 KiB pay Python's
+per-piece overhead, 4 MiB falls out of L2.
 
 The counters (``ready``, ``done``) live at the start of each rank's segment and
 only grow (they count steps since the window was made), so a call needs no
