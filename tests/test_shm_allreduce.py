@@ -1,7 +1,9 @@
 """allreduce(..., algorithm="shm"): shared memory on one host, bit-identical to the ring, no messages.
 
-Thread ranks read each other's arrays; MPI ranks share an MPI-3 window. The MPI
-checks run this file under mpiexec (``__main__`` prints ``OK <check>`` lines):
+Thread ranks read each other's arrays; MPI ranks share an MPI-3 window, in two
+forms (``shm.py``'s plain one and ``shm_pipeline.py``'s pieces) that must agree
+with the ring and with each other. The MPI checks run this file under mpiexec
+(``__main__`` prints ``OK <check>`` lines):
 
     mpiexec -n 3 python -m mpi4py tests/test_shm_allreduce.py
 """
@@ -75,21 +77,57 @@ def test_unknown_algorithm_lists_shm_and_hierarchical() -> None:
 
 
 @pytest.mark.parametrize("p", [2, 3])
-def test_shm_allreduce_under_mpi_is_bit_identical_to_the_ring_and_caches_windows(p: int) -> None:
-    out = assert_ok(run_mpi(__file__, p, timeout=90))
-    for name in ("bit_identical", "windows_cached", "windows_freed"):
+def test_shm_allreduce_under_mpi_both_forms_are_bit_identical_to_the_ring_and_cache_windows(p: int) -> None:
+    out = assert_ok(run_mpi(__file__, p, timeout=120))
+    for name in ("bit_identical", "forms_agree", "windows_cached", "one_staging_window",
+                 "windows_freed"):
         assert f"OK {name}" in out, out
+
+
+def test_pieces_cover_the_array_chunk_by_chunk_within_the_slot() -> None:
+    from minipar.comm.shm_pipeline import PIECE_BYTES, pieces
+
+    for n, p, itemsize in [(0, 2, 4), (5, 3, 8), (3 * PIECE_BYTES // 4 + 7, 2, 4), (10**6, 3, 16)]:
+        got = pieces(n, p, itemsize)
+        bounds = np.cumsum([0] + [len(part) for part in np.array_split(np.arange(n), p)])
+        assert [lo for _, lo, _ in got] == sorted(lo for _, lo, _ in got)  # in order, no overlap
+        assert sum(hi - lo for _, lo, hi in got) == n
+        for chunk, lo, hi in got:
+            assert bounds[chunk] <= lo < hi <= bounds[chunk + 1]  # never across two chunks
+            assert (hi - lo) * itemsize <= PIECE_BYTES
+
+
+SPIN_DEADLINE = """
+import numpy as np
+import minipar.comm as mc
+
+comm = mc.world()
+mc.allreduce(comm, np.ones(1000), algorithm="shm")  # both ranks: the staging window exists
+if comm.rank == 0:
+    mc.allreduce(comm, np.ones(1000), algorithm="shm")  # rank 1 never comes
+else:
+    import time
+    time.sleep(60)
+"""
+
+
+def test_shm_under_mpi_ends_the_job_at_the_deadline_when_a_rank_never_comes() -> None:
+    result = run_mpi(SPIN_DEADLINE, 2, timeout=45, env={"MINIPAR_COMM_TIMEOUT": "2"})
+    assert result.returncode != 0
+    assert "CommTimeoutError: rank 0 of 2" in result.stderr, result.stderr[-2000:]
+    assert "shared-memory step counter of rank 1" in result.stderr, result.stderr[-2000:]
 
 
 def _main() -> None:
     from mpi4py import MPI
 
-    from minipar.comm.shm import MAX_WINDOWS, free_windows
+    from minipar.comm.shm import MAX_WINDOWS, free_windows, shm_core
 
     comm = mc.world()
     p, rank = comm.size, comm.rank
-    problems: dict[str, list[str]] = {"bit_identical": [], "windows_cached": [], "windows_freed": []}
-    lengths = (0, 1, 3, 1001, 300_007)
+    problems: dict[str, list[str]] = {name: [] for name in (
+        "bit_identical", "forms_agree", "windows_cached", "one_staging_window", "windows_freed")}
+    lengths = (0, 1, 3, 1001, 300_007, 600_011)  # the last spans several pieces of every chunk
     for n in lengths:
         for dtype in (np.float32, np.float64, np.int64):
             xs = (np.random.default_rng(n).standard_normal((p, n)) * 100).astype(dtype)
@@ -98,10 +136,19 @@ def _main() -> None:
                 ring = mc.allreduce(comm, xs[rank].copy(), op=op, algorithm="ring")
                 if not np.array_equal(shm, ring):
                     problems["bit_identical"].append(f"{op} {np.dtype(dtype)} n={n}")
-    if len(comm._shm_windows) != MAX_WINDOWS:  # 15 (size, dtype) pairs, the last 4 kept
+                forms = {}
+                for form in ("plain", "pipelined", "pipelined"):  # twice: slots reused across calls
+                    forms[form] = xs[rank].copy()
+                    if n:
+                        shm_core(comm, forms[form], op, form=form)
+                if not (np.array_equal(forms["plain"], ring) and np.array_equal(forms["pipelined"], ring)):
+                    problems["forms_agree"].append(f"{op} {np.dtype(dtype)} n={n}")
+    if len(comm._shm_windows) != MAX_WINDOWS:  # the plain form's 18 (size, dtype) pairs, last 4 kept
         problems["windows_cached"].append(f"{len(comm._shm_windows)} windows")
+    if "_shm_stage" not in comm.__dict__:  # the pipelined form: one window for every size and dtype
+        problems["one_staging_window"].append("no staging window")
     free_windows(comm)
-    if "_shm_windows" in comm.__dict__:
+    if "_shm_windows" in comm.__dict__ or "_shm_stage" in comm.__dict__:
         problems["windows_freed"].append("still cached")
     x = mc.allreduce(comm, np.full(10, rank + 1.0), algorithm="shm")  # works again after freeing
     if not np.array_equal(x, np.full(10, p * (p + 1) / 2)):

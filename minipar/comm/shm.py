@@ -22,6 +22,16 @@ ranks share one MPI-3 window (``MPI.Win.Allocate_shared`` on the ranks of
 About 2N bytes copied per rank and no messages: time ~ 3 barriers + ~3 N / memory
 bandwidth, against the ring's 2(p-1) alpha + 2(p-1)/p N beta + (p-1)/p N gamma.
 
+That is this plain form (``form="plain"``). Measured at p = 2 and 16 MiB on this
+2-core machine, its passes stream from DRAM (two arrays and two segments of
+16 MiB against 32 MiB of L3): copy-in 2.8 ms, reduce 2.0, publish 1.3, read back
+1.2, the barriers ~0.06 each (up to 7 ms when a rank is descheduled), no page
+faults after the first call, ``Win.Sync`` 0.15 us: ~1.7x MPI.Allreduce, whose
+own time moves between 3 and 9 ms with the machine's load, hence a ratio that
+wanders. ``shm_pipeline.py`` runs the same sums piece by piece through a small
+window that stays in cache, with one wait per piece and no barrier; it is the
+default up to ``shm_pipeline.MAX_RANKS`` ranks.
+
 Summation order: slice c is summed starting at rank c + 1, in ring order, ending
 with rank c (((x_{c+1} + x_{c+2}) + ...) + x_c), exactly the order of the ring's
 reduce-scatter (``ring.py``) on the same ``numpy.array_split`` chunks, so the
@@ -51,6 +61,7 @@ import numpy as np
 
 from minipar.comm._common import chunk_bounds, combiner, finish_mean, scratch
 from minipar.comm.communicator import Communicator
+from minipar.comm.shm_pipeline import MAX_RANKS, shm_pipelined, staging_window
 
 MAX_WINDOWS = 4  # per communicator: e.g. a few DDP bucket sizes
 Middle = Callable[[Callable[[int, int], None], int, int], None]  # step 3: (reduce_range, lo, hi)
@@ -174,8 +185,18 @@ def _shm_mpi(comm: Any, flat: Any, op: str, middle: Middle) -> None:
     _sync(comm, window)  # 6.
 
 
-def shm_core(comm: Communicator, flat: Any, op: str, middle: Middle | None = None) -> None:
+def _shm_mpi_pipelined(comm: Any, flat: Any, op: str) -> None:
+    shm_pipelined(comm, flat, op, staging_window(comm, _node_comm(comm)))
+
+
+def shm_core(comm: Communicator, flat: Any, op: str, middle: Middle | None = None,
+             form: str | None = None) -> None:
     """All-reduce the 1-D NumPy ``flat`` in place through shared memory (``allreduce``'s core).
+
+    Under MPI, ``form="plain"`` runs the steps above on windows of N bytes per rank,
+    ``"pipelined"`` (``shm_pipeline.py``) the same sums piece by piece through a small
+    window; None picks pipelined up to ``MAX_RANKS`` ranks, plain beyond (and plain
+    whenever ``middle`` is given).
 
     ``middle(reduce_range, lo, hi)``, if given, does step 3 on this rank's slice
     [lo, hi): it must call ``reduce_range(a, b)`` (from this thread) on pieces that
@@ -185,6 +206,7 @@ def shm_core(comm: Communicator, flat: Any, op: str, middle: Middle | None = Non
     if type(flat) is not np.ndarray:
         raise TypeError(f"allreduce(algorithm='shm') needs a numpy array, got {type(flat).__module__}."
                         f"{type(flat).__name__} (use algorithm='ring' for device arrays)")
+    custom = middle
     if middle is None:
         def middle(reduce_range: Callable[[int, int], None], lo: int, hi: int) -> None:
             reduce_range(lo, hi)
@@ -192,7 +214,16 @@ def shm_core(comm: Communicator, flat: Any, op: str, middle: Middle | None = Non
     if comm.backend == "threads":
         _shm_threads(comm, flat, op, middle)
     elif comm.backend == "mpi":
-        _shm_mpi(comm, flat, op, middle)
+        if form not in (None, "plain", "pipelined"):
+            raise ValueError(f"shm form must be 'plain' or 'pipelined', got {form!r}")
+        if form is None:
+            form = "pipelined" if comm.size <= MAX_RANKS and custom is None else "plain"
+        if form == "pipelined":
+            if custom is not None:
+                raise ValueError("the pipelined shm form has no middle hook: use form='plain'")
+            _shm_mpi_pipelined(comm, flat, op)
+        else:
+            _shm_mpi(comm, flat, op, middle)
     else:
         raise TypeError(f"allreduce(algorithm='shm') needs MPI or thread ranks, got {comm.backend!r}")
 
@@ -201,6 +232,9 @@ def free_windows(comm: Communicator) -> None:
     """Collective: free every shared window ``comm`` has cached (and its node communicator)."""
     for window in comm.__dict__.pop("_shm_windows", {}).values():
         window.free()
+    stage = comm.__dict__.pop("_shm_stage", None)
+    if stage is not None:
+        stage.free()
     node = comm.__dict__.pop("_shm_node", None)
     if node is not None:
         node.Free()
