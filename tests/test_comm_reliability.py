@@ -16,7 +16,7 @@ from mpirun import requires_mpi, run_mpi
 
 import minipar.comm as mc
 from minipar.cli.run import launch_command
-from minipar.comm.communicator import timeout_from_env
+from minipar.comm.errors import timeout_from_env
 
 
 # ----- D7: mismatched calls raise, naming what each rank called (no MINIPAR_DEBUG) ------------

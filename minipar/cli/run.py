@@ -12,7 +12,7 @@ from pathlib import Path
 
 from minipar.cli import lessons
 from minipar.cli.lessons import Script
-from minipar.comm.communicator import check_timeout
+from minipar.comm.errors import check_timeout
 
 
 def mpiexec_path() -> Path:

@@ -10,8 +10,8 @@ Arrays in, arrays out; nothing here knows about Tensor.
     run_local(lambda comm: allreduce(comm, np.ones(3)), 4)   # 4 ranks as threads
 
 Files, in reading order: ``communicator.py`` (the point-to-point interface,
-counters, errors), ``thread_backend.py`` (``run_local``), ``mpi_backend.py``
-(``world``), ``ring.py`` (ring all-reduce in one pass and in slabs,
+counters), ``errors.py`` (what can go wrong, deadlines), ``thread_backend.py``
+(``run_local``), ``mpi_backend.py`` (mpi4py), ``world.py`` (``world()``), ``ring.py`` (ring all-reduce in one pass and in slabs,
 reduce-scatter, all-gather), ``collectives.py`` (naive, tree, recursive
 doubling all-reduce, broadcast, gather to root), ``events.py`` (the message
 log: the one stream every counted message passes through), ``safety.py``
@@ -44,20 +44,18 @@ from minipar.comm.communicator import (
     ANY_SOURCE,
     ANY_TAG,
     USER_TAG_LIMIT,
-    CollectiveMismatchError,
-    CommError,
-    CommTimeoutError,
     Communicator,
-    DeadlockError,
     Request,
     Status,
     require_communicator,
 )
+from minipar.comm.errors import CollectiveMismatchError, CommError, CommTimeoutError, DeadlockError
 from minipar.comm.events import CollectiveCall, Message, add_observer, message_log, remove_observer
-from minipar.comm.mpi_backend import MPICommunicator, world
+from minipar.comm.mpi_backend import MPICommunicator
 from minipar.comm.ring import ring_schedule
 from minipar.comm.safety import install_abort_hook, launched_rank_and_size
 from minipar.comm.thread_backend import LocalCommunicator, run_local
+from minipar.comm.world import world
 
 if (launched_rank_and_size() or (0, 1))[1] > 1:  # started by mpiexec with several ranks
     install_abort_hook()

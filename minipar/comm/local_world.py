@@ -13,7 +13,8 @@ import threading
 import time
 from typing import Any
 
-from minipar.comm.communicator import ANY_SOURCE, ANY_TAG, DeadlockError
+from minipar.comm.communicator import ANY_SOURCE, ANY_TAG
+from minipar.comm.errors import DeadlockError
 from minipar.comm.safety import timeout_error
 
 

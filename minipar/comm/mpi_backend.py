@@ -1,4 +1,4 @@
-"""The MPI backend (mpi4py) and ``world()``.
+"""The MPI backend (mpi4py): MPICommunicator, a Communicator on an MPI communicator.
 
     mpiexec -n 4 python -m mpi4py my_script.py      # python -m mpi4py: abort on error
 
@@ -28,31 +28,24 @@ one copy each way. (Written for GPUs; tested only for being skipped here.)
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
 import numpy as np
 
 from minipar.comm import watchdog
-from minipar.comm.communicator import (
-    ANY_SOURCE,
-    ANY_TAG,
+from minipar.comm.communicator import ANY_SOURCE, ANY_TAG, Communicator, Request, Status
+from minipar.comm.errors import (
     CommError,
-    Communicator,
     MessageSizeError,
     PeerError,
-    Request,
-    Status,
     check_timeout,
     debug_from_env,
     timeout_from_env,
 )
-from minipar.comm.safety import current_collective, install_abort_hook, launched_rank_and_size
+from minipar.comm.safety import current_collective
 
 MAX_MESSAGE_BYTES = 2**31 - 1  # MPI counts are C ints; longer messages go in pieces
 
-_world: Communicator | None = None
-_watchdog: watchdog.Watchdog | None = None
 _MPI: Any = None
 
 
@@ -320,41 +313,3 @@ class MPICommunicator(Communicator):
         if sub == MPI.COMM_NULL:
             return None
         return MPICommunicator(sub, self.timeout or 0, self.debug)
-
-
-def world() -> Communicator:
-    """This process's communicator: MPI's world under mpiexec, else a size-1 one.
-
-    Tries mpi4py (a plain ``python x.py`` gets a size-1 MPI world); without
-    mpi4py, or when MPI cannot start, returns a size-1 thread-backend
-    communicator. The same object is returned on every call. Under mpiexec
-    with more than one rank it installs the abort hook (see ``safety.py``) and starts
-    the watchdog (``watchdog.py``).
-    """
-    global _world
-    if _world is not None:
-        return _world
-    try:
-        MPI = _mpi()
-        comm: Communicator = MPICommunicator(MPI.COMM_WORLD)
-    except ImportError:
-        if launched_rank_and_size() not in (None, (0, 1)):
-            raise RuntimeError(
-                "this process was started by mpiexec with several ranks but mpi4py is not "
-                'installed; install it with pip install -e ".[mpi]"'
-            ) from None
-        from minipar.comm.thread_backend import self_world
-
-        comm = self_world()
-    if comm.size > 1:
-        install_abort_hook()
-        global _watchdog
-        _watchdog = watchdog.Watchdog(_MPI)  # deadlines, and ranks that leave (watchdog.py)
-        if not getattr(comm, "thread_multiple", True):
-            warnings.warn(
-                "MPI was initialised without MPI_THREAD_MULTIPLE: do not call minipar.comm "
-                "from more than one thread at a time (e.g. DDP's communication thread)",
-                RuntimeWarning, stacklevel=2,
-            )
-    _world = comm
-    return comm

@@ -30,12 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from minipar.comm.communicator import (
-    TAG_FINGERPRINT,
-    CollectiveMismatchError,
-    CommTimeoutError,
-    Communicator,
-)
+from minipar.comm.communicator import TAG_FINGERPRINT, Communicator
+from minipar.comm.errors import CollectiveMismatchError, CommTimeoutError
 from minipar.comm.events import CollectiveCall, collective_listeners, emit_collective, here
 from minipar.comm.signature import Call
 

@@ -38,12 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from minipar.comm.communicator import (
-    TAG_COLLECTIVE,
-    CollectiveMismatchError,
-    Communicator,
-    MessageSizeError,
-)
+from minipar.comm.communicator import TAG_COLLECTIVE, Communicator
+from minipar.comm.errors import CollectiveMismatchError, MessageSizeError
 
 HEADER = struct.Struct("<8q")
 HEADER_BYTES = HEADER.size  # 64

@@ -35,16 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from minipar.comm.communicator import (
-    TAG_INTERNAL,
-    Communicator,
-    MessageSizeError,
-    Request,
-    Status,
-    check_timeout,
-    debug_from_env,
-    timeout_from_env,
-)
+from minipar.comm.communicator import TAG_INTERNAL, Communicator, Request, Status
+from minipar.comm.errors import MessageSizeError, check_timeout, debug_from_env, timeout_from_env
 from minipar.comm.local_world import _LocalWorld, _WorldAborted
 
 DEFAULT_TIMEOUT = 60.0  # seconds any one wait may take under run_local
