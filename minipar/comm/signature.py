@@ -20,6 +20,15 @@ Since every first message is received into a buffer of ``64 + INLINE_BYTES``
 bytes, whatever came (header alone, header and payload) is read and
 compared, so a mismatch is found at the first message, not at a deadline.
 The check costs no message at all for small arrays: the header rides along.
+What it does cost is Python on every call: building the signature (its shape is
+packed once and cached; only the call number is appended), concatenating the
+first message, comparing 64 bytes and copying the payload out of the box.
+Measured (``mpiexec -n 2``, 8 B, signature on vs off in one job, this 2-core
+machine): +5.4 us on recursive doubling (18.5 vs 13.2 us) and +5.8 us on the
+ring (27.4 vs 21.6 us), while MPI's own 8 B Sendrecv takes ~3 us; at 4 MiB it
+is lost in the noise. A tag-carried signature (no header, the watchdog probing
+for a peer's pending message under another call's tag) would cost nothing per
+call but find a mismatch only after ~1 s: not done.
 Collectives whose message pattern depends on an argument that may differ
 between ranks (a root) first pass the signature once round the ring
 (``check_round_the_ring``), so all p ranks compare with a neighbour.
