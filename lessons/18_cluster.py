@@ -1,4 +1,4 @@
-"""A cluster on one machine: hosts with rate-limited links, bytes counted on the link, overlap that pays.
+"""A cluster on one machine: hosts with rate-limited links, bytes counted on the link, what overlap hides.
 
     minipar cluster up --hosts 2 --gbit 2 && minipar run 18 -n 2 --cluster
     mpiexec -n 2 python -m mpi4py lessons/18_cluster.py     # one host: what it can show, and why
@@ -9,8 +9,9 @@ Linux network namespace with its own hostname (node0, node1, ...), so MPI sees
 separate machines; a veth pair is the host's cable, from its ``eth0`` to a
 bridge (the switch); a token bucket (``tc qdisc ... tbf rate 2gbit``) on each
 end of the cable limits what the host sends and receives. ``--cluster`` starts
-the ranks inside the hosts and makes MPI use TCP (``UCX_TLS=tcp``,
-``MPIR_CVAR_NOLOCAL=1``), so the bytes cross the cables instead of shared memory.
+the ranks inside the hosts and makes MPI's network use TCP (``UCX_TLS=tcp``), so
+the bytes between hosts cross the cables (ranks on one host still share memory,
+as on a real cluster).
 
 1. The hosts: each rank reports its hostname, its ``eth0`` address and the token
    bucket on it (what ``tc qdisc show dev eth0`` says inside its namespace).
@@ -19,7 +20,7 @@ the ranks inside the hosts and makes MPI use TCP (``UCX_TLS=tcp``,
    and after ring all-reduces of N bytes, beside the formula 2(p-1)/p N per host
    (ranks in blocks by host: one ring edge leaves each host) times TCP/IP framing,
    and the time beside what the link's rate allows.
-3. Overlap that pays: DDP's step on an MLP 784-1024-1024-1024-10 (batch 64 per rank),
+3. What overlap hides: DDP's step on an MLP 784-1024-1024-1024-10 (batch 64 per rank),
    blocking (``overlap=False``) vs overlapped, beside compute alone and the
    all-reduce of its buckets alone; the hidden fraction
    (t_bucketed - t_overlapped) / min(t_compute, t_comm) is 1 when overlap hides all
@@ -175,7 +176,7 @@ for megabytes in sizes:
               f"{median / model:.2f}")
 
 
-# ----- 3. overlap that pays -------------------------------------------------------------------------
+# ----- 3. what overlap hides ------------------------------------------------------------------------
 def mlp() -> nn.Sequential:
     minipar.manual_seed(0)
     sizes = [784, 1024, 1024, 1024, 10]

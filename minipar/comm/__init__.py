@@ -11,11 +11,15 @@ Arrays in, arrays out; nothing here knows about Tensor.
 
 Files, in reading order: ``communicator.py`` (the point-to-point interface,
 counters), ``errors.py`` (what can go wrong, deadlines), ``thread_backend.py``
-(``run_local``), ``mpi_backend.py`` (mpi4py), ``world.py`` (``world()``), ``ring.py`` (ring all-reduce in one pass and in slabs,
-reduce-scatter, all-gather), ``collectives.py`` (naive, tree, recursive
-doubling all-reduce, broadcast, gather to root), ``events.py`` (the message
-log: the one stream every counted message passes through), ``safety.py``
-(abort hook, timeouts, ``MINIPAR_DEBUG`` fingerprints).
+(``run_local``), ``mpi_backend.py`` (mpi4py), ``world.py`` (``world()``),
+``ring.py`` (ring all-reduce in one pass and in slabs, reduce-scatter, all-gather),
+``collectives.py`` (naive, tree, recursive doubling all-reduce, broadcast, gather
+to root), ``events.py`` (the message log: the one stream every counted message
+passes through), ``safety.py`` (abort hook, timeouts, ``MINIPAR_DEBUG``
+fingerprints), ``signature.py`` (every call's signature), ``watchdog.py``
+(deadlines, ranks that leave), ``hierarchical.py``, ``host_pipeline.py``,
+``shm.py``, ``shm_pipeline.py`` (topology-aware all-reduce), ``auto.py`` and
+``cost_cache.py`` (``algorithm="auto"`` from the fitted cost model).
 
 Imports run one way: events <- communicator <- safety <- _common <- ring <-
 collectives; nothing here imports ``minipar.observe`` (the trace reads the
