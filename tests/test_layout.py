@@ -60,6 +60,16 @@ def test_the_import_contracts_in_pyproject_hold() -> None:
     assert result.returncode == 0, result.stdout[-3000:]
 
 
+def test_ruff_is_clean_on_the_whole_repository() -> None:
+    """The style every file keeps (pyproject's [tool.ruff]): package, tests, lessons, benchmarks."""
+    ruff = Path(sys.executable).with_name("ruff")
+    if not ruff.exists():
+        pytest.skip("ruff is not installed (pip install -e '.[dev]')")
+    result = subprocess.run([str(ruff), "check", "."], capture_output=True, text=True, timeout=120,
+                            cwd=PACKAGE.parent)
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
 def test_nothing_in_the_package_imports_the_lessons_or_the_benchmarks() -> None:
     offenders = [str(path) for path in PACKAGE.rglob("*.py")
                  if any(line.lstrip().startswith(("import lessons", "from lessons", "import benchmarks",
