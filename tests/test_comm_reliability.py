@@ -16,6 +16,7 @@ from mpirun import requires_mpi, run_mpi
 
 import minipar.comm as mc
 from minipar.cli.run import launch_command
+from minipar.comm import safety
 from minipar.comm.errors import timeout_from_env
 
 
@@ -68,6 +69,48 @@ def test_matching_calls_pass_and_send_exactly_the_counted_bytes() -> None:
 
     # ring: 2N - c_r - c_(r+1) elements (chunks 3, 3, 2); broadcast: the root sends 2 copies
     assert mc.run_local(body, 3) == [(3.0, 80, 4), (3.0, 88 + 128, 6), (3.0, 88, 4)]
+
+
+def test_every_call_has_a_tag_of_its_own_the_same_on_every_rank() -> None:
+    """signature.py: the tag carries the call's shape and number, so no call's message fits another's."""
+    from minipar.comm import signature
+
+    def body(comm: mc.Communicator) -> list[int]:
+        tags = []
+        for step in range(64):
+            x = np.ones(4 if step % 2 else 5)
+            with safety.Collective(comm, "allreduce", "sum", x.dtype, x.size, "algorithm=ring"):
+                tags.append(signature.current_call(comm).tag)
+        return tags
+
+    per_rank = mc.run_local(body, 3)
+    assert per_rank[0] == per_rank[1] == per_rank[2]  # every rank computes the same tags
+    assert len(set(per_rank[0])) == 64  # consecutive calls, same shapes: all different
+    assert all(signature.is_signed(tag) and tag > mc.USER_TAG_LIMIT for tag in per_rank[0])
+
+
+def test_a_small_mpi_tag_space_still_holds_the_collectives_tags() -> None:
+    from minipar.comm import signature
+
+    saved = signature.SIGNED_BASE, signature.SIGNED_TAGS
+    try:
+        signature.fit_tags(32767)  # all the MPI standard promises
+        assert signature.SIGNED_BASE > mc.USER_TAG_LIMIT
+        assert signature.SIGNED_BASE + signature.SIGNED_TAGS - 1 == 32767
+        with pytest.raises(RuntimeError, match="MPI_TAG_UB is 30000"):
+            signature.fit_tags(30000)
+    finally:
+        signature.SIGNED_BASE, signature.SIGNED_TAGS = saved
+
+
+def test_the_thread_ranks_mailboxes_do_not_grow_with_the_number_of_calls() -> None:
+    def body(comm: mc.Communicator) -> int:
+        for _ in range(300):
+            mc.allreduce(comm, np.ones(8))
+        comm.barrier()
+        return len(comm.world.mailboxes)
+
+    assert max(mc.run_local(body, 3)) < 20  # one tag per call, spent boxes dropped
 
 
 def test_a_users_messages_are_never_taken_by_a_collective() -> None:

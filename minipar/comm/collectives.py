@@ -226,7 +226,7 @@ def allreduce(comm: Communicator, array: Any, op: str = "sum", algorithm: str = 
     if core is None:
         raise ValueError(f"allreduce: algorithm must be one of "
                          f"{sorted([*ALGORITHMS, *ONE_HOST_ALGORITHMS]) + ['auto']}, got {algorithm!r}")
-    if intra_host not in (*INTRA_HOST, "auto"):
+    if intra_host != "auto" and intra_host not in INTRA_HOST:
         raise ValueError(f"allreduce: intra_host must be one of {[*INTRA_HOST, 'auto']}, "
                          f"got {intra_host!r}")
     detail = EXTRAS[algorithm]

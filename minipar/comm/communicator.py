@@ -22,7 +22,7 @@ built on them is counted for free and a test can check the theory (ring
 all-reduce sends ``2(p-1)/p * N`` elements per rank), and, while a
 ``message_log`` or the trace listens, hands them a record of the message.
 ``barrier``, ``split``, the ``MINIPAR_DEBUG`` fingerprints and the collectives'
-signatures (``signature.py``) are uncounted.
+signatures (``signature.py``: a tag per call, no bytes) are uncounted.
 
 Tags. User tags must lie in ``[0, USER_TAG_LIMIT)`` (ValueError otherwise); collectives use
 the tags above, so a user's message can never be taken by a collective's receive.

@@ -16,6 +16,7 @@ from typing import Any
 from minipar.comm.communicator import ANY_SOURCE, ANY_TAG
 from minipar.comm.errors import DeadlockError
 from minipar.comm.safety import timeout_error
+from minipar.comm.signature import is_signed, mismatch_error
 
 
 class _WorldAborted(BaseException):
@@ -97,7 +98,14 @@ class _LocalWorld:
                 if self.failed_rank is not None:
                     raise _WorldAborted
                 if seq in box.messages:
-                    return box.messages.pop(seq)
+                    message = box.messages.pop(seq)
+                    if not box.messages and box.sent == box.claimed:
+                        del self.mailboxes[key]  # every call has tags of its own: drop spent boxes
+                    return message
+                if is_signed(tag):  # a collective: is the peer's message under another call's tag?
+                    other = self._other_call(key)
+                    if other is not None:
+                        raise mismatch_error(comm.rank, tag, peer, other)
                 waited = time.monotonic() - start
                 if comm.timeout is not None and waited >= comm.timeout:
                     raise timeout_error(comm, "receive from", peer, tag, waited)
@@ -148,6 +156,16 @@ class _LocalWorld:
                                         "other rank has finished")
                 self.cond.wait(None if comm.timeout is None else comm.timeout - waited)
 
+    def _other_call(self, key: tuple) -> int | None:
+        """The tag of an unclaimed message from ``key``'s source to its dest under another
+        collective call's tag (the mismatch ``signature.py`` describes), or None."""
+        context, source, dest, tag = key
+        for (c, s, d, t), box in self.mailboxes.items():
+            if t != tag and s == source and d == dest and c == context and is_signed(t) \
+                    and box.sent > box.claimed:
+                return t
+        return None
+
     def _raise_if_deadlocked(self) -> None:
         """Called with the lock held by a rank about to wait."""
         if not self.detect_deadlocks or not self.rank_threads:
@@ -156,8 +174,12 @@ class _LocalWorld:
         if not live <= self.waiting.keys():
             return  # some rank is still running and may send
         for key, seq, _ in self.waiting.values():
-            if seq in self.mailboxes[key].messages:
+            if seq in self.mailbox(key).messages:
                 return  # a waiter's message is there; it just has not woken yet
+        for key, _, _ in self.waiting.values():  # a mismatch explains it better than "deadlock"
+            other = self._other_call(key) if is_signed(key[3]) else None
+            if other is not None:
+                raise mismatch_error(key[2], key[3], key[1], other)
         story = "; ".join(text for _, _, text in self.waiting.values())
         done = sorted(self.finished)
         raise DeadlockError(

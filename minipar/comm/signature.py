@@ -1,4 +1,4 @@
-"""Never silent: every collective call carries its signature, checked by every receiver.
+"""Never silent: every collective call carries its signature, in the tag of its messages.
 
 A collective's messages could be taken for another's: two ranks all-reducing
 1000 int64 and 1000 float64 exchange the same 8000 bytes, and both "succeed"
@@ -6,37 +6,42 @@ with garbage. So each call has a **signature**, eight int64s (64 bytes):
 
     MAGIC, collective, dtype, length, op, root, algorithm, call number on this communicator
 
-and the first message a rank sends to each peer during a call carries it:
-small payloads (at most ``INLINE_BYTES``) in the same message, behind it;
-bigger ones as a 64-byte message just before (one latency, lost in the
-transfer's time). The receiver of that first message compares it with its
-own call's signature and, when they differ, raises ``CollectiveMismatchError``
-naming both calls, e.g.
+and every message of the call travels under a **tag made from it**:
+
+    tag = SIGNED_BASE + (crc32(signature without the number) + number * 0x9E3779B1) mod 2^28
+
+(the odd multiplier makes the tags of consecutive calls of one shape all
+different). MPI (and the thread ranks' mailboxes) match a receive only with a
+message of the same tag, so a message of another call -- another collective,
+dtype, length, op, root, algorithm, or another count of calls -- can never be
+taken for this call's: it waits, unmatched, beside the receive that waits for
+it. That pair is the mismatch, and it is found while both wait:
+
+- thread ranks (``run_local``): the receiving rank sees the other call's
+  message in its mailboxes at once and raises ``CollectiveMismatchError``;
+- MPI ranks: the watchdog (``watchdog.py``), for a collective's wait older
+  than ``MISMATCH_AFTER`` = 1 s, probes the peer's pending message
+  (``MPI_Iprobe``); a tag of another call is a mismatch. It asks the peer's
+  watchdog which call that tag was, and ends the job naming both:
 
     rank 0 called allreduce(float64[1000], op=sum, algorithm=ring) call #3 but
-    rank 1 called allreduce(int64[1000], op=max, algorithm=ring) call #3
+    rank 1 called allreduce(int64[1000], op=sum, algorithm=ring) call #3
 
-Since every first message is received into a buffer of ``64 + INLINE_BYTES``
-bytes, whatever came (header alone, header and payload) is read and
-compared, so a mismatch is found at the first message, not at a deadline.
-The check costs no message at all for small arrays: the header rides along.
-What it does cost is Python on every call: building the signature (its shape is
-packed once and cached; only the call number is appended), concatenating the
-first message, comparing 64 bytes and copying the payload out of the box.
-Measured (``mpiexec -n 2``, 8 B, signature on vs off in one job, this 2-core
-machine): +5.4 us on recursive doubling (18.5 vs 13.2 us) and +5.8 us on the
-ring (27.4 vs 21.6 us), while MPI's own 8 B Sendrecv takes ~3 us; at 4 MiB it
-is lost in the noise. A tag-carried signature (no header, the watchdog probing
-for a peer's pending message under another call's tag) would cost nothing per
-call but find a mismatch only after ~1 s: not done.
 Collectives whose message pattern depends on an argument that may differ
-between ranks (a root) first pass the signature once round the ring
-(``check_round_the_ring``), so all p ranks compare with a neighbour.
+between ranks (a root) first exchange an empty message round the ring
+(``check_round_the_ring``): two ranks that both think they are the root would
+otherwise only send, and both return.
 
-``send``, ``recv`` and ``sendrecv`` below are what every collective uses
-(tag ``TAG_COLLECTIVE``, above the users' tags); they count the payload
-once, as the Communicator's own calls do, so counters and the message log
-are unchanged by the headers.
+What it costs. No byte and no message: only the tag is computed, once per call
+(the shape's part is cached). The previous design, a 64-byte header in each
+call's first message to each peer, found a mismatch at once but cost ~5 us of
+Python per 8-byte call (+40 % on recursive doubling; building, comparing and
+copying the header); this one finds it within ~1.5 s under MPI, and tells two
+mismatched calls apart unless their tags collide (2^-28 for a pair of calls).
+
+``send``, ``recv`` and ``sendrecv`` below are what every collective uses; they
+count the payload once under the logical tag ``TAG_COLLECTIVE``, so counters
+and the message log read the same as before.
 """
 
 from __future__ import annotations
@@ -48,18 +53,23 @@ from typing import Any
 import numpy as np
 
 from minipar.comm.communicator import TAG_COLLECTIVE, Communicator
-from minipar.comm.errors import CollectiveMismatchError, MessageSizeError
+from minipar.comm.errors import CollectiveMismatchError
 
 HEADER = struct.Struct("<8q")
 HEADER_BYTES = HEADER.size  # 64
 MAGIC = 0x6D696E69706172  # "minipar"
-INLINE_BYTES = 4096  # payloads up to this travel in the header's message
+SIGNED_BASE = 1 << 20  # collective tags: SIGNED_BASE .. SIGNED_BASE + SIGNED_TAGS - 1
+SIGNED_TAGS = 1 << 28  # MPICH's MPI_TAG_UB is 2^29 - 1; world() checks the bound
+MULTIPLIER = 0x9E3779B1  # odd: number -> number * MULTIPLIER is one-to-one modulo 2^28
+MISMATCH_AFTER = 1.0  # seconds a collective's MPI wait runs before the watchdog probes it
 OPS = (None, "sum", "mean", "max", "min")
 NAMES: dict[int, str] = {}  # code -> name, for the error message
 CODES: dict[str, int] = {}  # name -> code
 DTYPES = {np.dtype(c).num: np.dtype(c) for c in np.typecodes["All"] if c not in "OMm"}
-_PREFIXES: dict[tuple, bytes] = {}  # a call's shape -> its first 56 signature bytes
+_PREFIXES: dict[tuple, tuple[bytes, int]] = {}  # a call's shape -> (its first 56 bytes, their crc)
 _MAX_PREFIXES = 4096
+RECENT: dict[int, tuple[bytes, int]] = {}  # tag -> (prefix, number) of this process's recent calls
+_MAX_RECENT = 1024
 
 
 def _code(text: str) -> int:
@@ -70,39 +80,72 @@ def _code(text: str) -> int:
     return code
 
 
-def _prefix(key: tuple) -> bytes:
-    """The call-number-free part of a signature: MAGIC, collective, dtype, length, op, root, extra."""
+def _prefix(key: tuple) -> tuple[bytes, int]:
+    """The call-number-free part of a signature (MAGIC ... extra) and its crc32."""
     name, op, dtype, length, root, extra = key
     prefix = HEADER.pack(MAGIC, _code(name), np.dtype(dtype).num,
                          length if type(length) is int else -1, OPS.index(op), root, _code(extra),
                          0)[:56]
     if len(_PREFIXES) >= _MAX_PREFIXES:  # many distinct lengths (buckets): start afresh
         _PREFIXES.clear()
-    _PREFIXES[key] = prefix
-    return prefix
+    _PREFIXES[key] = found = (prefix, zlib.crc32(prefix))
+    return found
+
+
+def fit_tags(tag_upper_bound: int) -> None:
+    """Fit the signed tags below an MPI's ``MPI_TAG_UB`` (the standard promises only 32767).
+
+    Every rank of a job runs the same MPI, so every rank computes the same range.
+    """
+    global SIGNED_BASE, SIGNED_TAGS
+    if tag_upper_bound >= (1 << 20) + (1 << 28) - 1:
+        SIGNED_BASE, SIGNED_TAGS = 1 << 20, 1 << 28
+    else:  # a small tag space: above the users' and the internal tags, as many as there are
+        SIGNED_BASE = TAG_COLLECTIVE + 16
+        SIGNED_TAGS = tag_upper_bound - SIGNED_BASE + 1
+        if SIGNED_TAGS < 1:
+            raise RuntimeError(f"this MPI's MPI_TAG_UB is {tag_upper_bound}: minipar needs tags up to "
+                               f"at least {SIGNED_BASE}")
+
+
+def is_signed(tag: int | None) -> bool:
+    """Whether ``tag`` is a collective call's (a signed tag)."""
+    return tag is not None and SIGNED_BASE <= tag < SIGNED_BASE + SIGNED_TAGS
 
 
 class Call:
-    """The signature of one (outermost) collective call, and which peers have seen it.
+    """One (outermost) collective call: its shape, its number, the tag its messages travel under."""
 
-    ``told`` and ``heard`` are bit masks over peers: bit r of ``told`` is set
-    once this call's first message to rank r (carrying the signature) has gone.
-    """
-
-    __slots__ = ("comm", "signature", "told", "heard")
+    __slots__ = ("comm", "prefix", "number", "tag")
 
     def __init__(self, comm: Communicator, name: str, op: str | None, dtype: Any, length: Any,
                  root: int, extra: str) -> None:
         key = (name, op, dtype, length, root, extra)
-        prefix = _PREFIXES.get(key) or _prefix(key)  # the call's shape, packed once
+        prefix, crc = _PREFIXES.get(key) or _prefix(key)  # the call's shape, packed once
         self.comm = comm
-        self.signature = prefix + comm._collective_calls.to_bytes(8, "little", signed=True)
-        self.told = 0  # peers we sent the signature to (bit r: rank r)
-        self.heard = 0  # peers whose signature we checked
+        self.prefix = prefix
+        self.number = number = comm._collective_calls
+        self.tag = tag = SIGNED_BASE + (crc + number * MULTIPLIER) % SIGNED_TAGS
+        if len(RECENT) >= _MAX_RECENT:  # keep the newest calls only (for error messages)
+            RECENT.clear()
+        RECENT[tag] = (prefix, number)
+
+    @property
+    def signature(self) -> bytes:
+        """The 64 bytes: MAGIC, collective, dtype, length, op, root, algorithm, call number."""
+        return self.prefix + self.number.to_bytes(8, "little", signed=True)
 
 
-def describe(signature: bytes) -> str:
+def recent_signature(tag: int) -> bytes | None:
+    """The signature of this process's recent call with ``tag``, or None."""
+    found = RECENT.get(tag)
+    return None if found is None else found[0] + found[1].to_bytes(8, "little", signed=True)
+
+
+def describe(signature: bytes | None) -> str:
     """``allreduce(float64[1000], op=sum, algorithm=ring) call #3`` from a signature."""
+    if not signature or len(signature) != HEADER_BYTES or HEADER.unpack(signature)[0] != MAGIC:
+        return "a collective this process does not know"
     _, name, dtype, length, op, root, extra, number = HEADER.unpack(signature)
     fields = [f"{DTYPES[dtype] if dtype in DTYPES else dtype}[{length if length >= 0 else '?'}]"]
     fields += [f"op={OPS[op]}"] if 0 < op < len(OPS) else []
@@ -111,133 +154,60 @@ def describe(signature: bytes) -> str:
     return f"{NAMES.get(name, '?')}({', '.join(fields)}) call #{number}"
 
 
-def _mismatch(call: Call, box: Any, got: int, source: int) -> CollectiveMismatchError:
-    """The error for a first message from ``source`` that does not carry our signature."""
-    theirs = box[:HEADER_BYTES].tobytes() if got >= HEADER_BYTES else b""
-    mine = f"rank {call.comm.rank} called {describe(call.signature)}"
-    if len(theirs) < HEADER_BYTES or HEADER.unpack(theirs)[0] != MAGIC:
-        return CollectiveMismatchError(
-            f"{mine} but received from rank {source} a {got}-byte message that is no collective's "
-            "first message: the ranks are running different collectives or counts of them")
-    return CollectiveMismatchError(
-        f"{mine} but rank {source} called {describe(theirs)}: every rank must call the same "
-        "collective with the same dtype, length, op and root, in the same order")
+def mismatch_error(rank: int, my_tag: int, peer: int, their_tag: int,
+                   theirs: str | None = None) -> CollectiveMismatchError:
+    """The error for a wait under ``my_tag`` beside a message of ``peer`` under ``their_tag``.
 
-
-def _box(comm: Communicator) -> Any:
-    """This thread's receive buffer for first messages: header and an inline payload."""
-    box = comm._local.__dict__.get("signature_box")
-    if box is None:
-        box = comm._local.signature_box = np.empty(HEADER_BYTES + INLINE_BYTES, dtype=np.uint8)
-    return box
-
-
-def _first_message(call: Call, array: Any) -> tuple[Any, bool]:
-    """(first message to a peer, whether the payload is in it): header + small payload, or header."""
-    if type(array) is np.ndarray and array.nbytes <= INLINE_BYTES:
-        return np.frombuffer(call.signature + array.tobytes(), dtype=np.uint8), True
-    return np.frombuffer(call.signature, dtype=np.uint8), False
-
-
-def _unpack(call: Call, box: Any, got: int, source: int, incoming: Any) -> bool:
-    """Check the first message in ``box``; copy an inline payload into ``incoming``.
-
-    Returns whether the payload came with the header (else it follows alone).
+    ``theirs`` describes the peer's call (its watchdog's answer, under MPI); by
+    default it is looked up among this process's calls (thread ranks share them).
     """
-    if got < HEADER_BYTES or box[:HEADER_BYTES].tobytes() != call.signature:
-        raise _mismatch(call, box, got, source)
-    if got == HEADER_BYTES:
-        return not incoming.nbytes  # an empty payload came; a big one follows
-    if got - HEADER_BYTES != incoming.nbytes:  # agreeing signatures whose length is "?"
-        raise MessageSizeError(
-            f"rank {call.comm.rank} expected {incoming.nbytes} bytes from rank {source} during "
-            f"{describe(call.signature)} but {got - HEADER_BYTES} came")
-    if type(incoming) is np.ndarray and incoming.flags.c_contiguous:
-        incoming.data.cast("B")[:] = box.data[HEADER_BYTES:got]  # the cheapest copy of a few bytes
-    else:
-        incoming.reshape(-1).view(np.uint8)[...] = box[HEADER_BYTES:got]
-    return True
+    mine = f"rank {rank} called {describe(recent_signature(my_tag))}"
+    if theirs is None and their_tag in RECENT:
+        theirs = describe(recent_signature(their_tag))
+    if not theirs:
+        return CollectiveMismatchError(
+            f"{mine} but rank {peer} sent a message of another collective call (tag {their_tag}): "
+            "the ranks are running different collectives or counts of them")
+    return CollectiveMismatchError(
+        f"{mine} but rank {peer} called {theirs}: every rank must call the same "
+        "collective with the same dtype, length, op and root, in the same order")
 
 
 def current_call(comm: Communicator) -> Call | None:
     return comm._local.__dict__.get("call")
 
 
-def signed_exchange(comm: Communicator, call: Call, outgoing: Any, dest: int, incoming: Any,
-                    source: int) -> None:
-    """Send ``outgoing`` to ``dest`` and/or receive ``incoming`` from ``source`` (None: not).
-
-    First the signatures, where this call has not yet met that peer: the header
-    (with the payload if small) is exchanged and checked; then whatever payload is
-    left, as a plain exchange. The first messages are small, so sending them can
-    never wait for the peer's next receive (no deadlock however both sides order them).
-    """
-    first = None
-    if outgoing is not None and not call.told >> dest & 1:
-        call.told |= 1 << dest
-        first, inline = _first_message(call, outgoing)
-        if inline:
-            outgoing = None
-    if incoming is not None and not call.heard >> source & 1:
-        call.heard |= 1 << source
-        box = _box(comm)
-        if first is not None:
-            got = comm._sendrecv_upto(first, dest, box, source, TAG_COLLECTIVE)
-        else:
-            got = comm._recv_upto(box, source, TAG_COLLECTIVE)
-        if _unpack(call, box, got, source, incoming):
-            incoming = None
-    elif first is not None:
-        comm._send(first, dest, TAG_COLLECTIVE)
-    if incoming is not None and not incoming.nbytes:
-        incoming = None
-    if outgoing is not None and incoming is not None:
-        comm._sendrecv(outgoing, dest, incoming, source, TAG_COLLECTIVE, TAG_COLLECTIVE)
-    elif outgoing is not None:
-        comm._send(outgoing, dest, TAG_COLLECTIVE)
-    elif incoming is not None:
-        comm._recv(incoming, source, TAG_COLLECTIVE)
-
-
 def send(comm: Communicator, array: Any, dest: int) -> None:
-    """A collective's blocking send of ``array`` to ``dest`` (with the signature, if first)."""
+    """A collective's blocking send of ``array`` to ``dest``, under its call's tag."""
     comm._message(array.nbytes, dest, TAG_COLLECTIVE)
     call = comm._local.__dict__.get("call")
-    if call is None or call.told >> dest & 1:
-        comm._send(array, dest, TAG_COLLECTIVE)
-    else:
-        signed_exchange(comm, call, array, dest, None, -1)
+    comm._send(array, dest, TAG_COLLECTIVE if call is None else call.tag)
 
 
 def recv(comm: Communicator, array: Any, source: int) -> Any:
-    """A collective's blocking receive into ``array`` from ``source`` (checked, if first)."""
+    """A collective's blocking receive into ``array`` from ``source``, under its call's tag."""
     call = comm._local.__dict__.get("call")
-    if call is None or call.heard >> source & 1:
-        comm._recv(array, source, TAG_COLLECTIVE)
-    else:
-        signed_exchange(comm, call, None, -1, array, source)
+    comm._recv(array, source, TAG_COLLECTIVE if call is None else call.tag)
     return array
 
 
 def sendrecv(comm: Communicator, outgoing: Any, dest: int, incoming: Any, source: int) -> None:
-    """A collective's ``sendrecv`` (the signature goes with the first message each way)."""
+    """A collective's ``sendrecv``, both ways under its call's tag."""
     comm._message(outgoing.nbytes, dest, TAG_COLLECTIVE)
     call = comm._local.__dict__.get("call")
-    if call is None or (call.told >> dest & call.heard >> source & 1):
-        comm._sendrecv(outgoing, dest, incoming, source, TAG_COLLECTIVE, TAG_COLLECTIVE)
-    else:
-        signed_exchange(comm, call, outgoing, dest, incoming, source)
+    tag = TAG_COLLECTIVE if call is None else call.tag
+    comm._sendrecv(outgoing, dest, incoming, source, tag, tag)
 
 
 def check_round_the_ring(comm: Communicator) -> None:
-    """Pass the signature to the right, check the left's: all p ranks compared (one latency).
+    """Send an empty message right, receive one from the left, under the call's tag (one latency).
 
     For collectives whose pattern depends on an argument that may differ between
     ranks (a root): two ranks that both think they are the root only send, and
-    without this would both return. Uncounted, like the headers.
+    without this would both return. Uncounted.
     """
     call = current_call(comm)
     p = comm.size
     if p > 1 and call is not None:
         empty = np.empty(0, dtype=np.uint8)
-        signed_exchange(comm, call, empty, (comm.rank + 1) % p, empty, (comm.rank - 1) % p)
+        comm._sendrecv(empty, (comm.rank + 1) % p, empty, (comm.rank - 1) % p, call.tag, call.tag)

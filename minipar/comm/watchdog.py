@@ -37,11 +37,16 @@ from typing import Any
 
 import numpy as np
 
+from minipar.comm import signature
 from minipar.comm.events import here
 
 PERIOD = 0.25  # seconds between the watchdog's looks
 GRACE = 2.0  # seconds a wait on a departed rank may still take (its last messages arrive)
+ANSWER_WITHIN = 1.5  # seconds a peer's watchdog has to say which call a tag was
 TAG_GOODBYE = 1
+TAG_QUERY = 2  # "which of your calls had this tag?" (an int64), answered in words
+TAG_ANSWER = 3
+ANSWER_BYTES = 256  # the answer: the call, described in words (its names are the peer's to know)
 
 _slots: dict[int, list] = {}  # thread ident -> [start, (comm, verb, peer, tag, nbytes, stack)]
 _mine = threading.local()
@@ -91,7 +96,49 @@ class Watchdog:
                 if request.Test():
                     del self.pending[rank]
                     self.departed[rank] = time.monotonic()
+            self.answer_queries()
             self.check(time.monotonic())
+
+    # ----- mismatched collectives (signature.py) ---------------------------------------------
+    def answer_queries(self) -> None:
+        """Tell every rank that asked which of this process's calls had the tag it names."""
+        MPI, status = self.MPI, self.MPI.Status()
+        while self.control.Iprobe(MPI.ANY_SOURCE, TAG_QUERY, status):
+            asked = np.zeros(1, dtype=np.int64)
+            self.control.Recv(asked, status.Get_source(), TAG_QUERY)
+            known = signature.recent_signature(int(asked[0]))
+            text = signature.describe(known).encode()[:ANSWER_BYTES] if known else b""
+            answer = np.zeros(ANSWER_BYTES, dtype=np.uint8)
+            answer[: len(text)] = np.frombuffer(text, dtype=np.uint8)
+            self.control.Send(answer, status.Get_source(), TAG_ANSWER)
+
+    def mismatch(self, slot: list) -> str | None:
+        """For a collective's wait on a peer: the error text if the peer's pending message is another's."""
+        comm, _, peer, tag, _, _ = slot[1]
+        mpi_comm = getattr(comm, "mpi_comm", None)
+        if peer is None or mpi_comm is None or not signature.is_signed(tag):
+            return None
+        status = self.MPI.Status()
+        if not mpi_comm.Iprobe(peer, self.MPI.ANY_TAG, status):
+            return None
+        theirs = status.Get_tag()
+        if theirs == tag or not signature.is_signed(theirs):
+            return None
+        asked = comm.world_ranks[peer]  # which call was it? the peer's watchdog knows
+        answer = np.zeros(ANSWER_BYTES, dtype=np.uint8)
+        request = self.control.Irecv(answer, asked, TAG_ANSWER)
+        self.control.Send(np.array([theirs], dtype=np.int64), asked, TAG_QUERY)
+        deadline = time.monotonic() + ANSWER_WITHIN
+        while not request.Test():
+            self.answer_queries()  # the peer may be asking us at the same moment
+            if time.monotonic() > deadline:
+                request.Cancel()
+                answer[:] = 0
+                break
+            time.sleep(0.01)
+        described = answer.tobytes().rstrip(b"\0").decode(errors="replace")
+        error = signature.mismatch_error(comm.rank, tag, peer, theirs, described or None)
+        return f"{type(error).__name__}: {error}"
 
     def check(self, now: float) -> None:
         for slot in list(_slots.values()):
@@ -103,6 +150,10 @@ class Watchdog:
                 self.abort(f"CommTimeoutError: {describe_wait(slot, now - start)}; deadline is "
                            f"{comm.timeout} s (MINIPAR_COMM_TIMEOUT). Is that rank stuck, dead, or "
                            "calling something else?")
+            if now - start > signature.MISMATCH_AFTER and slot[0] == start:
+                text = self.mismatch(slot)
+                if text is not None:
+                    self.abort(text)
             peers = comm.world_ranks if peer is None else (comm.world_ranks[peer],)
             for other in peers:
                 left = self.departed.get(other)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 
-from minipar.comm import mpi_backend, watchdog
+from minipar.comm import mpi_backend, signature, watchdog
 from minipar.comm.communicator import Communicator
 from minipar.comm.safety import install_abort_hook, launched_rank_and_size
 
@@ -35,6 +35,7 @@ def world() -> Communicator:
     try:
         MPI = mpi_backend._mpi()
         comm: Communicator = mpi_backend.MPICommunicator(MPI.COMM_WORLD)
+        signature.fit_tags(MPI.COMM_WORLD.Get_attr(MPI.TAG_UB))  # collectives' tags (signature.py)
     except ImportError:
         if launched_rank_and_size() not in (None, (0, 1)):
             raise RuntimeError(
