@@ -49,7 +49,7 @@ Where the overlap goes (measured on this 2-core machine, mlp, 2 Gbit/s; load 1-3
 - Not the GIL: the comm thread's Python time between its 16 MPI calls is 1.6-1.8 ms
   a step, alone or beside backward. Not the thread start (72 us a step; the thread is
   now kept: 22 us), not bucket copies (the big buckets are reduced in place), not the
-  signature headers (one 64-byte exchange per bucket, 6 a step).
+  collectives' signatures (measured as 64-byte headers, 6 a step; now only a tag).
 - The step's structure bounds the rest. No gradient exists before forward ends, and
   the first big bucket (layer 3's weight) only after layer 3's backward, so at most
   (backward + step) / compute can be hidden (printed as the ceiling: ~0.64 here,
