@@ -67,10 +67,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from data_parallel import BATCH, mlp  # benchmarks/data_parallel.py: the same models, one place
+from data_parallel import MODELS as ALL_MODELS
 
 SCRIPT = Path(__file__).resolve()
-BATCH = 64
-MODELS = {"mlp": [784, 1024, 1024, 1024, 10], "deep256": [784] + [256] * 25 + [10]}
+MODELS = {name: ALL_MODELS[name] for name in ("mlp", "deep256")}
 CAPTIONS = {"mlp": "MLP 784-1024-1024-1024-10 (8 tensors, 11.6 MB of gradients)",
             "deep256": "deep MLP 784-256x25-10 (52 tensors, 7.2 MB of gradients)"}
 BUCKET_CAP_MB = {"mlp": 2.0, "deep256": 1.0}  # several buckets each: something to overlap
@@ -94,13 +95,6 @@ def worker(rounds: int, steps: int) -> None:
     x = minipar.tensor(generator.normal(size=(BATCH, 784)).astype(np.float32))
     y = generator.integers(0, 10, BATCH)
 
-    def build(sizes: list[int]) -> nn.Module:
-        minipar.manual_seed(0)
-        layers: list[nn.Module] = []
-        for index, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
-            layers += [nn.Linear(fan_in, fan_out)] + ([nn.ReLU()] if index < len(sizes) - 2 else [])
-        return nn.Sequential(*layers)
-
     def training_step(wrapped: object, opt: optim.Optimizer, sync: object = None) -> object:
         def step() -> None:
             loss = F.cross_entropy(wrapped(x), y)
@@ -117,7 +111,7 @@ def worker(rounds: int, steps: int) -> None:
         cap = BUCKET_CAP_MB[model_name]
         contenders = {}
         for row in ROWS:
-            model = build(sizes)
+            model = mlp(sizes)
             opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
             if row == "compute alone":  # timed by phase too: what overlap could ever hide
                 def phased(model: nn.Module = model, opt: optim.Optimizer = opt) -> None:

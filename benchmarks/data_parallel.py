@@ -84,6 +84,18 @@ VARIANTS = ["none", "per-parameter", "bucketed", "bucketed+overlapped"]
 ROUNDS, STEPS_PER_ROUND, WARMUP = 6, 5, 3
 
 
+def mlp(sizes: list[int]) -> object:
+    """Linear layers of ``sizes`` with ReLU between, seeded: the same weights on every rank and run."""
+    import minipar
+    from minipar import nn
+
+    minipar.manual_seed(0)
+    layers: list[nn.Module] = []
+    for index, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+        layers += [nn.Linear(fan_in, fan_out)] + ([nn.ReLU()] if index < len(sizes) - 2 else [])
+    return nn.Sequential(*layers)
+
+
 def one_thread_env() -> dict[str, str]:
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -95,7 +107,7 @@ def one_thread_env() -> dict[str, str]:
 # ----- workers ----------------------------------------------------------------------------------
 def minipar_worker() -> None:
     import minipar
-    from minipar import nn, optim
+    from minipar import optim
     from minipar.comm import world
     from minipar.nn import functional as F
     from minipar.parallel import DistributedDataParallel, NaiveDataParallel
@@ -105,18 +117,11 @@ def minipar_worker() -> None:
     x = minipar.tensor(rng.normal(size=(BATCH, 784)).astype(np.float32))
     y = rng.integers(0, 10, BATCH)
 
-    def build(sizes: list[int]) -> nn.Module:
-        minipar.manual_seed(0)
-        layers: list[nn.Module] = []
-        for index, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
-            layers += [nn.Linear(fan_in, fan_out)] + ([nn.ReLU()] if index < len(sizes) - 2 else [])
-        return nn.Sequential(*layers)
-
     results = {}
     for model_name, sizes in MODELS.items():
         contenders = {}
         for variant in (VARIANTS if comm.size > 1 else ["none"]):
-            model = build(sizes)
+            model = mlp(sizes)
             sync = None
             if variant == "per-parameter":
                 wrapped = NaiveDataParallel(model, comm)

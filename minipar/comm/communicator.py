@@ -277,16 +277,6 @@ class Communicator:
         receive.wait()
         send.wait()
 
-    def _recv_upto(self, box: Any, source: int, tag: int) -> int:
-        """Receive a message of at most ``box.nbytes`` bytes into the uint8 ``box``; its length."""
-        raise NotImplementedError
-
-    def _sendrecv_upto(self, sendbuf: Any, dest: int, box: Any, source: int, tag: int) -> int:
-        """``_sendrecv`` whose receive is a ``_recv_upto`` (both with ``tag``); the length got."""
-        send = self._isend(sendbuf, dest, tag)
-        got = self._recv_upto(box, source, tag)
-        send.wait()
-        return got
     def _recv_any(self, array: Any, source: int, tag: int) -> Status:
         """Blocking receive where ``source`` may be ANY_SOURCE and ``tag`` ANY_TAG."""
         raise NotImplementedError(f"{type(self).__name__} has no wildcard receive")

@@ -212,6 +212,7 @@ class MPICommunicator(Communicator):
                 f"but the message had {got} bytes: sizes of send and recv buffers must match")
 
     def _recv_upto(self, box: Any, source: int, tag: int) -> int:
+        """One blocking MPI_Recv of at most ``box.nbytes`` bytes into ``box``; the bytes that came."""
         MPI = _MPI
         status = MPI.Status()
         slot = watchdog.enter(self, "receive from", source, tag, box.nbytes)
@@ -219,21 +220,6 @@ class MPICommunicator(Communicator):
             self.mpi_comm.Recv([box, MPI.BYTE], source, tag, status)
         except MPI.Exception as error:
             raise self._mpi_error(error, "receive from", source, tag, box.nbytes) from None
-        finally:
-            slot[0] = 0.0
-        return status.Get_count(MPI.BYTE)
-
-    def _sendrecv_upto(self, sendbuf: Any, dest: int, box: Any, source: int, tag: int) -> int:
-        if type(sendbuf) is not np.ndarray or sendbuf.nbytes > MAX_MESSAGE_BYTES:
-            return super()._sendrecv_upto(sendbuf, dest, box, source, tag)
-        MPI = _MPI
-        status = MPI.Status()
-        slot = watchdog.enter(self, "exchange with", source, tag, box.nbytes)
-        try:
-            self.mpi_comm.Sendrecv([sendbuf, MPI.BYTE], dest, tag, [box, MPI.BYTE], source, tag,
-                                   status)
-        except MPI.Exception as error:
-            raise self._mpi_error(error, "exchange with", source, tag, box.nbytes) from None
         finally:
             slot[0] = 0.0
         return status.Get_count(MPI.BYTE)

@@ -206,7 +206,12 @@ def shm_core(comm: Communicator, flat: Any, op: str, middle: Middle | None = Non
     if type(flat) is not np.ndarray:
         raise TypeError(f"allreduce(algorithm='shm') needs a numpy array, got {type(flat).__module__}."
                         f"{type(flat).__name__} (use algorithm='ring' for device arrays)")
-    custom = middle
+    if form not in (None, "plain", "pipelined"):
+        raise ValueError(f"shm form must be 'plain' or 'pipelined', got {form!r}")
+    if middle is not None and form == "pipelined":
+        raise ValueError("the pipelined shm form has no middle hook: use form='plain'")
+    if form is None:
+        form = "plain" if middle is not None or comm.size > MAX_RANKS else "pipelined"
     if middle is None:
         def middle(reduce_range: Callable[[int, int], None], lo: int, hi: int) -> None:
             reduce_range(lo, hi)
@@ -214,13 +219,7 @@ def shm_core(comm: Communicator, flat: Any, op: str, middle: Middle | None = Non
     if comm.backend == "threads":
         _shm_threads(comm, flat, op, middle)
     elif comm.backend == "mpi":
-        if form not in (None, "plain", "pipelined"):
-            raise ValueError(f"shm form must be 'plain' or 'pipelined', got {form!r}")
-        if form is None:
-            form = "pipelined" if comm.size <= MAX_RANKS and custom is None else "plain"
         if form == "pipelined":
-            if custom is not None:
-                raise ValueError("the pipelined shm form has no middle hook: use form='plain'")
             _shm_mpi_pipelined(comm, flat, op)
         else:
             _shm_mpi(comm, flat, op, middle)

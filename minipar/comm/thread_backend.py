@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from minipar.comm.communicator import TAG_INTERNAL, Communicator, Request, Status
-from minipar.comm.errors import MessageSizeError, check_timeout, debug_from_env, timeout_from_env
+from minipar.comm.errors import check_timeout, debug_from_env, timeout_from_env
 from minipar.comm.local_world import _LocalWorld, _WorldAborted
 
 DEFAULT_TIMEOUT = 60.0  # seconds any one wait may take under run_local
@@ -104,16 +104,6 @@ class LocalCommunicator(Communicator):
         key = (self.context, source, self.rank, tag)
         return _LocalRecvRequest(self, array, key, self.world.claim(key), source, tag)
 
-    def _recv_upto(self, box: Any, source: int, tag: int) -> int:
-        key = (self.context, source, self.rank, tag)
-        message = self.world.take(self, key, self.world.claim(key), source, tag)
-        raw = message.reshape(-1).view(np.uint8)
-        if raw.size > box.nbytes:
-            raise MessageSizeError(
-                f"rank {self.rank}: the message from rank {source} (tag {tag}) has {raw.size} "
-                f"bytes, more than the {box.nbytes}-byte receive buffer")
-        box[: raw.size] = raw
-        return raw.size
     def _recv_any(self, array: Any, source: int, tag: int) -> Status:
         sender, message_tag, message = self.world.take_any(self, source, tag)
         if message.dtype != array.dtype or message.size != array.size:
