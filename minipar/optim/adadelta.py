@@ -43,19 +43,14 @@ class Adadelta(Optimizer):
                                       maximize=maximize, capturable=capturable, foreach=foreach,
                                       differentiable=differentiable))
 
+    def _new_state(self, param: Any, group: dict[str, Any]) -> dict[str, Any]:
+        xp = get_array_module(param.array)
+        return dict(step=0, square_avg=xp.zeros_like(param.array), acc_delta=xp.zeros_like(param.array))
+
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = self._evaluate(closure)
-        for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                state = self.state[param]
-                if not state:
-                    xp = get_array_module(param.array)
-                    state.update(step=0, square_avg=xp.zeros_like(param.array),
-                                 acc_delta=xp.zeros_like(param.array))
-                state["step"] += 1
-                self._step_readable(param.array, param.grad.array, state, group)
+        for param, group, state in self._stepped_params():
+            self._step_readable(param.array, param.grad.array, state, group)
         return loss
 
     @staticmethod

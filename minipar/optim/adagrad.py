@@ -44,26 +44,18 @@ class Adagrad(Optimizer):
                                       initial_accumulator_value=initial_accumulator_value,
                                       foreach=foreach, maximize=maximize, differentiable=differentiable,
                                       fused=fused))
-        for group in self.param_groups:
+        for group in self.param_groups:  # PyTorch makes Adagrad's state at construction
             for param in group["params"]:
-                self._init_state(param, group)
+                self.state[param].update(self._new_state(param, group))
 
-    def _init_state(self, param: Any, group: dict[str, Any]) -> dict[str, Any]:
-        state = self.state[param]
-        if not state:
-            xp = get_array_module(param.array)
-            state.update(step=0, sum=xp.full_like(param.array, group["initial_accumulator_value"]))
-        return state
+    def _new_state(self, param: Any, group: dict[str, Any]) -> dict[str, Any]:
+        xp = get_array_module(param.array)  # (a group added later gets it at its first step)
+        return dict(step=0, sum=xp.full_like(param.array, group["initial_accumulator_value"]))
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = self._evaluate(closure)
-        for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                state = self._init_state(param, group)  # a group added later starts here
-                state["step"] += 1
-                self._step_readable(param.array, param.grad.array, state, group)
+        for param, group, state in self._stepped_params():
+            self._step_readable(param.array, param.grad.array, state, group)
         return loss
 
     @staticmethod

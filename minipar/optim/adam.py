@@ -58,29 +58,25 @@ class Adam(Optimizer):
             foreach=foreach, maximize=maximize, capturable=capturable, differentiable=differentiable,
             fused=fused, decoupled_weight_decay=decoupled_weight_decay))
 
+    def _new_state(self, param: Any, group: dict[str, Any]) -> dict[str, Any]:
+        xp = get_array_module(param.array)
+        state = dict(step=0, exp_avg=xp.zeros_like(param.array), exp_avg_sq=xp.zeros_like(param.array))
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = xp.zeros_like(param.array)
+        return state
+
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = self._evaluate(closure)
         scratch = _Scratch()
-        for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                state = self.state[param]
-                if not state:
-                    xp = get_array_module(param.array)
-                    state.update(step=0, exp_avg=xp.zeros_like(param.array),
-                                 exp_avg_sq=xp.zeros_like(param.array))
-                    if group["amsgrad"]:
-                        state["max_exp_avg_sq"] = xp.zeros_like(param.array)
-                state["step"] += 1
-                arrays = [param.array, param.grad.array, state["exp_avg"], state["exp_avg_sq"]]
-                if group["amsgrad"]:
-                    arrays.append(state["max_exp_avg_sq"])
-                if not self.blocked:
-                    self._step_readable(*arrays, group=group, step=state["step"])
-                    continue
-                for block in _blocks(*arrays):
-                    self._step_block(block, *scratch.pair(block[0]), group, state["step"])
+        for param, group, state in self._stepped_params():
+            arrays = [param.array, param.grad.array, state["exp_avg"], state["exp_avg_sq"]]
+            if group["amsgrad"]:
+                arrays.append(state["max_exp_avg_sq"])
+            if not self.blocked:
+                self._step_readable(*arrays, group=group, step=state["step"])
+                continue
+            for block in _blocks(*arrays):
+                self._step_block(block, *scratch.pair(block[0]), group, state["step"])
         return loss
 
     @staticmethod

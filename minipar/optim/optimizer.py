@@ -149,6 +149,26 @@ class Optimizer:
         """Update every parameter that has a gradient; returns ``closure()``'s loss if given."""
         raise NotImplementedError(f"{type(self).__name__} must define step(closure=None)")
 
+    def _stepped_params(self) -> Iterator[tuple[Any, dict[str, Any], dict[str, Any]]]:
+        """(param, its group, its state) for every parameter with a gradient, ``state["step"]`` counted.
+
+        A parameter seen for the first time starts from ``self._new_state(param, group)``
+        (``step=0`` and zeroed running averages), lazily, as PyTorch's optimizers do.
+        """
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                if not state:
+                    state.update(self._new_state(param, group))
+                state["step"] += 1
+                yield param, group, state
+
+    def _new_state(self, param: Any, group: dict[str, Any]) -> dict[str, Any]:
+        """The state of a parameter before its first step (optimizers using ``_stepped_params``)."""
+        raise NotImplementedError(f"{type(self).__name__} must define _new_state(param, group)")
+
     @staticmethod
     def _evaluate(closure: Callable[[], Any] | None) -> Any:
         """PyTorch's closure: re-run forward and backward (with grad enabled) and return the loss."""

@@ -45,22 +45,19 @@ class RMSprop(Optimizer):
                                       weight_decay=weight_decay, capturable=capturable, foreach=foreach,
                                       maximize=maximize, differentiable=differentiable))
 
+    def _new_state(self, param: Any, group: dict[str, Any]) -> dict[str, Any]:
+        xp = get_array_module(param.array)
+        state = dict(step=0, square_avg=xp.zeros_like(param.array))
+        if group["momentum"] > 0:
+            state["momentum_buffer"] = xp.zeros_like(param.array)
+        if group["centered"]:
+            state["grad_avg"] = xp.zeros_like(param.array)
+        return state
+
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = self._evaluate(closure)
-        for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                state = self.state[param]
-                if not state:
-                    xp = get_array_module(param.array)
-                    state.update(step=0, square_avg=xp.zeros_like(param.array))
-                    if group["momentum"] > 0:
-                        state["momentum_buffer"] = xp.zeros_like(param.array)
-                    if group["centered"]:
-                        state["grad_avg"] = xp.zeros_like(param.array)
-                state["step"] += 1
-                self._step_readable(param.array, param.grad.array, state, group)
+        for param, group, state in self._stepped_params():
+            self._step_readable(param.array, param.grad.array, state, group)
         return loss
 
     @staticmethod
