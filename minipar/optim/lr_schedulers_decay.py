@@ -40,6 +40,15 @@ class _LambdaScheduler(LRScheduler):
     lr_lambdas: list[Callable[[int], float]]
     _not_saved = ("optimizer", "lr_lambdas")
 
+    def __init__(
+        self,
+        optimizer: Any,
+        lr_lambda: Callable[[int], float] | list[Callable[[int], float]],
+        last_epoch: int = -1,
+    ) -> None:
+        self.lr_lambdas = _lambdas_per_group(type(self).__name__, optimizer, lr_lambda)
+        super().__init__(optimizer, last_epoch)
+
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["lr_lambdas"] = [
@@ -66,15 +75,6 @@ class LambdaLR(_LambdaScheduler):
     then ``load_state_dict``.
     """
 
-    def __init__(
-        self,
-        optimizer: Any,
-        lr_lambda: Callable[[int], float] | list[Callable[[int], float]],
-        last_epoch: int = -1,
-    ) -> None:
-        self.lr_lambdas = _lambdas_per_group("LambdaLR", optimizer, lr_lambda)
-        super().__init__(optimizer, last_epoch)
-
     def get_lr(self) -> list[float]:
         return [
             base_lr * fn(self.last_epoch) for fn, base_lr in zip(self.lr_lambdas, self.base_lrs, strict=True)
@@ -83,15 +83,6 @@ class LambdaLR(_LambdaScheduler):
 
 class MultiplicativeLR(_LambdaScheduler):
     """``lr_t = lr_{t-1} * lr_lambda(t)`` for t >= 1 (so ``lr_t = base_lr * prod_{s=1..t} lr_lambda(s)``)."""
-
-    def __init__(
-        self,
-        optimizer: Any,
-        lr_lambda: Callable[[int], float] | list[Callable[[int], float]],
-        last_epoch: int = -1,
-    ) -> None:
-        self.lr_lambdas = _lambdas_per_group("MultiplicativeLR", optimizer, lr_lambda)
-        super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
         if self._is_initial:
