@@ -47,6 +47,23 @@ def checked_param_groups(optimizer: Any, owner: str) -> list[dict[str, Any]]:
     return groups
 
 
+def cycles_beta1(optimizer: Any) -> bool:
+    """For ``cycle_momentum``: True if the momentum to cycle is beta1 (``betas``), False for
+    ``momentum``; ValueError (PyTorch's words) if the optimizer has neither."""
+    defaults = getattr(optimizer, "defaults", {})
+    if "momentum" not in defaults and "betas" not in defaults:
+        raise ValueError("optimizer must support momentum or beta1 with `cycle_momentum` option enabled")
+    return "betas" in defaults
+
+
+def set_momentum(group: dict[str, Any], momentum: float, beta1: bool) -> None:
+    """Write a cycled momentum into ``group``: beta1 of its ``betas``, or its ``momentum``."""
+    if beta1:
+        group["betas"] = (momentum, *group["betas"][1:])
+    else:
+        group["momentum"] = momentum
+
+
 def per_group(name: str, optimizer: Any, value: Any) -> list[Any]:
     """One value per parameter group: a list/tuple must have one entry per group, a scalar repeats."""
     count = len(optimizer.param_groups)

@@ -10,7 +10,14 @@ import math
 import numbers
 from typing import Any
 
-from minipar.optim.lr_scheduler_base import LRScheduler, checked_param_groups, group_values, per_group
+from minipar.optim.lr_scheduler_base import (
+    LRScheduler,
+    checked_param_groups,
+    cycles_beta1,
+    group_values,
+    per_group,
+    set_momentum,
+)
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -182,12 +189,7 @@ class OneCycleLR(LRScheduler):
                 group["min_lr"] = group["initial_lr"] / final_div_factor
         self.cycle_momentum = cycle_momentum
         if cycle_momentum:
-            defaults = getattr(optimizer, "defaults", {})
-            if "momentum" not in defaults and "betas" not in defaults:
-                raise ValueError(
-                    "optimizer must support momentum or beta1 with `cycle_momentum` option enabled"
-                )
-            self.use_beta1 = "betas" in defaults
+            self.use_beta1 = cycles_beta1(optimizer)
             max_momentums = per_group("max_momentum", optimizer, max_momentum)
             base_momentums = per_group("base_momentum", optimizer, base_momentum)
             if last_epoch == -1:
@@ -198,10 +200,7 @@ class OneCycleLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def _set_momentum(self, group: dict[str, Any], momentum: float) -> None:
-        if self.use_beta1:
-            group["betas"] = (momentum, *group["betas"][1:])
-        else:
-            group["momentum"] = momentum
+        set_momentum(group, momentum, self.use_beta1)
 
     @staticmethod
     def _annealing_cos(start: float, end: float, pct: float) -> float:

@@ -12,7 +12,13 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from minipar.optim.lr_scheduler_base import LRScheduler, checked_param_groups, per_group
+from minipar.optim.lr_scheduler_base import (
+    LRScheduler,
+    checked_param_groups,
+    cycles_beta1,
+    per_group,
+    set_momentum,
+)
 
 MODES = ("triangular", "triangular2", "exp_range")
 
@@ -67,12 +73,7 @@ class CyclicLR(LRScheduler):
             self.scale_mode = "iterations" if mode == "exp_range" else "cycle"
         self.cycle_momentum = cycle_momentum
         if cycle_momentum:
-            defaults = getattr(optimizer, "defaults", {})
-            if "momentum" not in defaults and "betas" not in defaults:
-                raise ValueError(
-                    "optimizer must support momentum or beta1 with `cycle_momentum` option enabled"
-                )
-            self.use_beta1 = "betas" in defaults
+            self.use_beta1 = cycles_beta1(optimizer)
             self.base_momentums = per_group("base_momentum", optimizer, base_momentum)
             self.max_momentums = per_group("max_momentum", optimizer, max_momentum)
             if last_epoch == -1:
@@ -86,10 +87,7 @@ class CyclicLR(LRScheduler):
         self.base_lrs = base_lrs  # the lower bound, whatever initial_lr the groups held before
 
     def _set_momentum(self, group: dict[str, Any], momentum: float) -> None:
-        if self.use_beta1:
-            group["betas"] = (momentum, *group["betas"][1:])
-        else:
-            group["momentum"] = momentum
+        set_momentum(group, momentum, self.use_beta1)
 
     def scale_fn(self, x: float) -> float:
         """The height of the triangle at ``x`` (a cycle number or a step, per ``scale_mode``)."""
