@@ -224,3 +224,22 @@ def test_comm_imports_neither_observe_nor_itself_in_a_cycle() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("length, p, slab_bytes", [(10, 3, 2 << 20), (1000, 4, 64), (7, 2, 8), (5, 4, 8)])
+def test_slab_bounds_cut_every_chunk_as_array_split_does(length: int, p: int, slab_bytes: int,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """One slab (the chunks themselves, the shortcut) or K: piece k of chunk c is array_split's."""
+    from minipar.comm import ring
+
+    monkeypatch.setattr(ring, "SLAB_BYTES", slab_bytes)
+    chunks = np.array_split(np.arange(length), p)
+    count = max(1, -(-chunks[0].size * 8 // slab_bytes))
+    pieces = ring.slab_bounds(ring.chunk_bounds(length, p), 8)
+    assert len(pieces) == count
+    for k, (starts, ends) in enumerate(pieces):
+        for c, chunk in enumerate(chunks):
+            piece = np.array_split(chunk, count)[k]
+            assert ends[c] - starts[c] == piece.size
+            if piece.size:
+                assert (starts[c], ends[c]) == (piece[0], piece[-1] + 1)

@@ -247,7 +247,7 @@ def choose(comm: Communicator, nbytes: int) -> str:
     """The algorithm "auto" runs for an array of nbytes on ``comm`` (the same on every rank)."""
     if comm.size == 1:
         return "ring"
-    state = comm.__dict__.get("_auto_state") or auto_state(comm)
+    state = auto_state(comm)
     choices = state["choices"]
     if nbytes not in choices:
         model = state["model"]

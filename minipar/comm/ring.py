@@ -135,7 +135,9 @@ def slab_bounds(bounds: list[int], itemsize: int) -> list[tuple[list[int], list[
     up), so a sender and its receiver always agree on each piece's length.
     """
     largest = (bounds[1] - bounds[0]) * itemsize  # chunk 0 is never shorter than the others
-    count = max(1, -(-largest // SLAB_BYTES))
+    if largest <= SLAB_BYTES:  # one slab: the chunks themselves (every array up to p x 2 MiB)
+        return [(bounds[:-1], bounds[1:])]
+    count = -(-largest // SLAB_BYTES)
     pieces = [chunk_bounds(hi - lo, count) for lo, hi in zip(bounds, bounds[1:])]
     return [
         ([lo + piece[k] for lo, piece in zip(bounds, pieces)],
@@ -201,12 +203,6 @@ def ring_allreduce_in_slabs(comm: Communicator, flat: Any, op: str = "sum") -> N
     pay for their extra messages there. The default stays slabbed, as before.
     """
     bounds = chunk_bounds(flat.size, comm.size)
-    if (bounds[1] - bounds[0]) * flat.dtype.itemsize <= SLAB_BYTES:  # one slab: the chunks
-        incoming = scratch(comm, flat, bounds[1] - bounds[0])
-        ring_reduce_scatter_steps(comm, flat, bounds, bounds[1:], op, incoming)
-        finish_mean(flat[bounds[comm.rank] : bounds[comm.rank + 1]], comm.size, op)
-        ring_allgather_steps(comm, flat, bounds, bounds[1:])
-        return
     pieces = slab_bounds(bounds, flat.dtype.itemsize)
     incoming = scratch(comm, flat, pieces[0][1][0] - pieces[0][0][0])  # longest piece
     for k, (starts, ends) in enumerate(pieces):
