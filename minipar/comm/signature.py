@@ -55,8 +55,8 @@ import numpy as np
 from minipar.comm.communicator import TAG_COLLECTIVE, Communicator
 from minipar.comm.errors import CollectiveMismatchError
 
-HEADER = struct.Struct("<8q")
-HEADER_BYTES = HEADER.size  # 64
+LAYOUT = struct.Struct("<8q")  # the signature: eight int64s (the docstring names them)
+SIGNATURE_BYTES = LAYOUT.size  # 64
 MAGIC = 0x6D696E69706172  # "minipar"
 SIGNED_BASE = 1 << 20  # collective tags: SIGNED_BASE .. SIGNED_BASE + SIGNED_TAGS - 1
 SIGNED_TAGS = 1 << 28  # MPICH's MPI_TAG_UB is 2^29 - 1; world() checks the bound
@@ -83,7 +83,7 @@ def _code(text: str) -> int:
 def _prefix(key: tuple) -> tuple[bytes, int]:
     """The call-number-free part of a signature (MAGIC ... extra) and its crc32."""
     name, op, dtype, length, root, extra = key
-    prefix = HEADER.pack(MAGIC, _code(name), np.dtype(dtype).num,
+    prefix = LAYOUT.pack(MAGIC, _code(name), np.dtype(dtype).num,
                          length if type(length) is int else -1, OPS.index(op), root, _code(extra),
                          0)[:56]
     if len(_PREFIXES) >= _MAX_PREFIXES:  # many distinct lengths (buckets): start afresh
@@ -144,9 +144,9 @@ def recent_signature(tag: int) -> bytes | None:
 
 def describe(signature: bytes | None) -> str:
     """``allreduce(float64[1000], op=sum, algorithm=ring) call #3`` from a signature."""
-    if not signature or len(signature) != HEADER_BYTES or HEADER.unpack(signature)[0] != MAGIC:
+    if not signature or len(signature) != SIGNATURE_BYTES or LAYOUT.unpack(signature)[0] != MAGIC:
         return "a collective this process does not know"
-    _, name, dtype, length, op, root, extra, number = HEADER.unpack(signature)
+    _, name, dtype, length, op, root, extra, number = LAYOUT.unpack(signature)
     fields = [f"{DTYPES[dtype] if dtype in DTYPES else dtype}[{length if length >= 0 else '?'}]"]
     fields += [f"op={OPS[op]}"] if 0 < op < len(OPS) else []
     fields += [f"root={root}"] if root >= 0 else []
