@@ -33,11 +33,16 @@ def prepare(comm: Any, array: Any, what: str, op: str = "sum") -> Any:
             f"{what}: op='mean' needs a floating or complex dtype, got {array.dtype} (an in-place "
             "integer mean would have to round; use op='sum' and divide yourself)"
         )
-    return array.reshape(-1)
+    return array if array.ndim == 1 else array.reshape(-1)
+
+
+NUMPY_UFUNCS = {op: getattr(np, name) for op, name in OPS.items()}  # looked up once
 
 
 def combiner(flat: Any, op: str) -> Callable[..., Any]:
     """The ufunc for ``op`` from the array's own module (numpy or cupy)."""
+    if type(flat) is np.ndarray:
+        return NUMPY_UFUNCS[op]
     return getattr(get_array_module(flat), OPS[op])
 
 
@@ -62,10 +67,13 @@ def scratch(comm: Communicator, like: Any, length: int) -> Any:
     Kept per communicator and per thread and grown on demand, so repeated
     collectives neither allocate nor page-fault fresh memory on every call.
     """
-    nbytes = length * like.dtype.itemsize
-    xp = np if type(like) is np.ndarray else get_array_module(like)
-    if nbytes <= SMALL_SCRATCH_BYTES and xp is np:
-        return np.empty(length, dtype=like.dtype)  # cheaper than the cache lookup
+    nbytes = length * like.itemsize
+    if type(like) is np.ndarray:
+        if nbytes <= SMALL_SCRATCH_BYTES:
+            return np.empty(length, dtype=like.dtype)  # cheaper than the cache lookup
+        xp = np
+    else:
+        xp = get_array_module(like)
     cache = comm._local.__dict__
     name = "scratch_" + xp.__name__
     raw = cache.get(name)

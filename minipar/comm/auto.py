@@ -245,14 +245,18 @@ def auto_state(comm: Communicator) -> dict[str, Any]:
 
 def choose(comm: Communicator, nbytes: int) -> str:
     """The algorithm "auto" runs for an array of nbytes on ``comm`` (the same on every rank)."""
+    state = comm.__dict__.get("_auto_state")  # made by the first call: then one lookup per call
+    if state is not None:
+        chosen = state["choices"].get(nbytes)
+        if chosen is not None:
+            return chosen
     if comm.size == 1:
         return "ring"
     state = auto_state(comm)
-    choices = state["choices"]
-    if nbytes not in choices:
-        model = state["model"]
-        choices[nbytes] = fallback(nbytes) if model is None else best(model, state["host_of_rank"], nbytes)
-    return choices[nbytes]
+    model = state["model"]
+    chosen = fallback(nbytes) if model is None else best(model, state["host_of_rank"], nbytes)
+    state["choices"][nbytes] = chosen
+    return chosen
 
 
 __all__ = ["AUTO_SMALL_BYTES", "CANDIDATES", "CostModel", "Link", "best", "cache_path",

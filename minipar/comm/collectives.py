@@ -184,7 +184,8 @@ def _recursive_doubling(comm: Communicator, flat: Any, op: str) -> None:
             else:
                 combine(flat, incoming, out=flat)
             mask <<= 1
-        finish_mean(flat, p, op)
+        if op == "mean":
+            finish_mean(flat, p, op)
     if rank < 2 * rem:  # hand the result back to the ranks that sat out
         if rank % 2 == 0:
             signed.recv(comm, flat, rank + 1)
@@ -204,6 +205,8 @@ ONE_HOST_ALGORITHMS = {"shm": shm_core}  # shm.py: shared memory, every rank on 
 
 LABELS = {name: f"{name}_allreduce" for name in [*ALGORITHMS, *ONE_HOST_ALGORITHMS]}  # message log
 EXTRAS = {name: f"algorithm={name}" for name in LABELS}  # the signature's last field, made once
+_RUNS = {name: (core, EXTRAS[name], LABELS[name])  # what allreduce looks up: one dict, once per call
+         for name, core in [*ALGORITHMS.items(), *ONE_HOST_ALGORITHMS.items()]}
 
 
 def allreduce(comm: Communicator, array: Any, op: str = "sum", algorithm: str = "ring",
@@ -222,18 +225,18 @@ def allreduce(comm: Communicator, array: Any, op: str = "sum", algorithm: str = 
     flat = prepare(comm, array, "allreduce", op)
     if algorithm == "auto":
         algorithm = auto.choose(comm, flat.nbytes)  # collective on a communicator's first call
-    core = ALGORITHMS.get(algorithm) or ONE_HOST_ALGORITHMS.get(algorithm)
-    if core is None:
+    run = _RUNS.get(algorithm)
+    if run is None:
         raise ValueError(f"allreduce: algorithm must be one of "
                          f"{sorted([*ALGORITHMS, *ONE_HOST_ALGORITHMS]) + ['auto']}, got {algorithm!r}")
     if intra_host != "auto" and intra_host not in INTRA_HOST:
         raise ValueError(f"allreduce: intra_host must be one of {[*INTRA_HOST, 'auto']}, "
                          f"got {intra_host!r}")
-    detail = EXTRAS[algorithm]
+    core, detail, label = run
     if algorithm == "hierarchical":
         detail += f" intra_host={intra_host}"
         core = partial(hierarchical_core, intra_host=intra_host)
-    with Collective(comm, "allreduce", op, flat.dtype, flat.size, detail, label=LABELS[algorithm]):
+    with Collective(comm, "allreduce", op, flat.dtype, flat.size, detail, label=label):
         if comm.size > 1 and flat.size > 0:
             core(comm, flat, op)
     return array

@@ -33,7 +33,7 @@ import numpy as np
 from minipar.comm.communicator import TAG_FINGERPRINT, Communicator
 from minipar.comm.errors import CollectiveMismatchError, CommTimeoutError
 from minipar.comm.events import CollectiveCall, collective_listeners, emit_collective, here
-from minipar.comm.signature import Call
+from minipar.comm.signature import sign
 
 
 # ----- which collective is running on this thread -------------------------------------
@@ -46,55 +46,58 @@ def current_collective() -> str:
 class Collective:
     """``with Collective(comm, "ring_allreduce", op, dtype, length):`` names the running collective.
 
-    The outermost collective on a thread is numbered (``comm._collective_calls``)
-    and, when ``comm.debug`` is set, fingerprinted across ranks before it starts.
+    The outermost collective on a thread is numbered (``comm._collective_calls``),
+    signed -- ``tag``, the tag all of its messages travel under (``signature.py``)
+    -- and, when ``comm.debug`` is set, fingerprinted across ranks before it starts.
     ``extra`` adds text to the fingerprint (e.g. ``"root=0"``). ``label`` (default
     ``name``) is what the message log and error messages call it, e.g.
     ``allreduce(..., algorithm="ring")`` is fingerprinted as "allreduce" but its
     messages say "ring_allreduce". While collective listeners exist (the trace),
     the call's start, end, bytes and messages go to them as a ``CollectiveCall``.
+    It runs once per collective call, so it does as little as that allows.
     """
 
     __slots__ = ("comm", "name", "op", "dtype", "length", "extra", "label", "start", "sent", "root",
-                 "owner")
+                 "tag")
 
     def __init__(self, comm: Communicator, name: str, op: str | None, dtype: Any, length: Any,
                  extra: str = "", label: str | None = None, root: int = -1) -> None:
         self.comm, self.name, self.op, self.dtype = comm, name, op, dtype
         self.length, self.extra, self.label, self.root = length, extra, label or name, root
+        self.tag: int | None = None  # set on the outermost call: it is this communicator's call
         self.start = 0.0
-        self.owner = False
         if collective_listeners:  # someone reads collective calls: time it, note the counters
             self.start = time.perf_counter()
             self.sent = (comm.bytes_sent, comm.messages_sent)
 
     def __enter__(self) -> Collective:
         try:
-            stack = here.stack
+            here.stack.append(self.label)
         except AttributeError:
-            stack = here.stack = []
-        stack.append(self.label)
+            here.stack = [self.label]
         here.step = None
         comm = self.comm
         local = comm._local.__dict__
         if local.get("call") is None:  # outermost on this communicator: number it, sign it
-            comm._collective_calls += 1
+            number = comm._collective_calls = comm._collective_calls + 1
             if comm.debug and comm.size > 1:
                 try:
-                    check_fingerprint(self.comm, self.describe())
+                    check_fingerprint(comm, self.describe())
                 except BaseException:
-                    stack.pop()
+                    here.stack.pop()
                     raise
-            local["call"] = Call(comm, self.name, self.op, self.dtype, self.length, self.root,
-                                 self.extra)
-            self.owner = True
+            self.tag = sign(self.name, self.op, self.dtype, self.length, self.root, self.extra,
+                            number)
+            local["call"] = self
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.owner:
+        if self.tag is not None:
             self.comm._local.__dict__["call"] = None
-        here.stack.pop()
-        here.step = None
+        stack = here.stack
+        stack.pop()
+        if stack:  # back in an enclosing collective: its messages carry no step of ours
+            here.step = None
         if self.start:
             comm = self.comm
             emit_collective(CollectiveCall(

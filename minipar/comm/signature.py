@@ -113,27 +113,21 @@ def is_signed(tag: int | None) -> bool:
     return tag is not None and SIGNED_BASE <= tag < SIGNED_BASE + SIGNED_TAGS
 
 
-class Call:
-    """One (outermost) collective call: its shape, its number, the tag its messages travel under."""
+def sign(name: str, op: str | None, dtype: Any, length: Any, root: int, extra: str,
+         number: int) -> int:
+    """The tag of call ``number`` of this shape; notes it in ``RECENT`` for error messages.
 
-    __slots__ = ("comm", "prefix", "number", "tag")
-
-    def __init__(self, comm: Communicator, name: str, op: str | None, dtype: Any, length: Any,
-                 root: int, extra: str) -> None:
-        key = (name, op, dtype, length, root, extra)
-        prefix, crc = _PREFIXES.get(key) or _prefix(key)  # the call's shape, packed once
-        self.comm = comm
-        self.prefix = prefix
-        self.number = number = comm._collective_calls
-        self.tag = tag = SIGNED_BASE + (crc + number * MULTIPLIER) % SIGNED_TAGS
-        if len(RECENT) >= _MAX_RECENT:  # keep the newest calls only (for error messages)
-            RECENT.clear()
-        RECENT[tag] = (prefix, number)
-
-    @property
-    def signature(self) -> bytes:
-        """The 64 bytes: MAGIC, collective, dtype, length, op, root, algorithm, call number."""
-        return self.prefix + self.number.to_bytes(8, "little", signed=True)
+    Called once per outermost collective call (``safety.Collective``): the shape's
+    56 bytes and their crc32 are packed once and cached, so this is a dict lookup,
+    two integer operations and a dict store.
+    """
+    key = (name, op, dtype, length, root, extra)
+    prefix, crc = _PREFIXES.get(key) or _prefix(key)
+    tag = SIGNED_BASE + (crc + number * MULTIPLIER) % SIGNED_TAGS
+    if len(RECENT) >= _MAX_RECENT:  # keep the newest calls only
+        RECENT.clear()
+    RECENT[tag] = (prefix, number)
+    return tag
 
 
 def recent_signature(tag: int) -> bytes | None:
@@ -173,7 +167,8 @@ def mismatch_error(rank: int, my_tag: int, peer: int, their_tag: int,
         "collective with the same dtype, length, op and root, in the same order")
 
 
-def current_call(comm: Communicator) -> Call | None:
+def current_call(comm: Communicator) -> Any:
+    """The outermost collective running on ``comm`` on this thread (its ``.tag``), or None."""
     return comm._local.__dict__.get("call")
 
 

@@ -48,7 +48,7 @@ TAG_QUERY = 2  # "which of your calls had this tag?" (an int64), answered in wor
 TAG_ANSWER = 3
 ANSWER_BYTES = 256  # the answer: the call, described in words (its names are the peer's to know)
 
-_slots: dict[int, list] = {}  # thread ident -> [start, (comm, verb, peer, tag, nbytes, stack)]
+_slots: dict[int, list] = {}  # thread ident -> [start, (comm, verb, peer, tag, nbytes), its stack]
 _mine = threading.local()
 
 
@@ -56,17 +56,18 @@ def enter(comm: Any, verb: str, peer: int | None, tag: int | None, nbytes: int) 
     """Note that this thread now blocks; the caller sets ``slot[0] = 0.0`` when it returns."""
     try:
         slot = _mine.slot
-    except AttributeError:
-        slot = _mine.slot = [0.0, None]
+    except AttributeError:  # this thread's first wait: its slot, and its collectives' stack
+        slot = _mine.slot = [0.0, None, here.__dict__.setdefault("stack", [])]
         _slots[threading.get_ident()] = slot
-    slot[1] = (comm, verb, peer, tag, nbytes, getattr(here, "stack", None))
+    slot[1] = (comm, verb, peer, tag, nbytes)
     slot[0] = time.monotonic()  # last: the watchdog reads a slot only once this is set
     return slot
 
 
 def describe_wait(slot: list, waited: float) -> str:
     """``rank 0 of 3 waited 2.1 s to receive from rank 1 (tag 30001, 32 bytes) during allreduce``."""
-    comm, verb, peer, tag, nbytes, stack = slot[1]
+    comm, verb, peer, tag, nbytes = slot[1]
+    stack = slot[2]  # the thread's running collectives (the list Collective pushes on)
     who = f"rank {peer}" if peer is not None else "the other ranks"
     details = ", ".join(([f"tag {tag}"] if tag is not None else []) + [f"{nbytes} bytes"])
     during = " > ".join(stack) if stack else "point-to-point (no collective)"
@@ -114,7 +115,7 @@ class Watchdog:
 
     def mismatch(self, slot: list) -> str | None:
         """For a collective's wait on a peer: the error text if the peer's pending message is another's."""
-        comm, _, peer, tag, _, _ = slot[1]
+        comm, _, peer, tag, _ = slot[1]
         mpi_comm = getattr(comm, "mpi_comm", None)
         if peer is None or mpi_comm is None or not signature.is_signed(tag):
             return None
@@ -142,7 +143,7 @@ class Watchdog:
 
     def check(self, now: float) -> None:
         for slot in list(_slots.values()):
-            start, what = slot
+            start, what = slot[0], slot[1]
             if not start:
                 continue
             comm, peer = what[0], what[2]
