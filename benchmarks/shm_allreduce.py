@@ -1,7 +1,7 @@
 """allreduce(algorithm="shm") against MPI.Allreduce, interleaved A/B rounds in one job.
 
-    OMP_NUM_THREADS=1 MPIEXEC_TIMEOUT=300 mpiexec -n 2 python -m mpi4py benchmarks/shm_allreduce.py
-    python benchmarks/shm_allreduce.py --rounds 30          # launches mpiexec -n 2 itself
+    OMP_NUM_THREADS=1 mpiexec -bind-to core -n 2 python -m mpi4py benchmarks/shm_allreduce.py
+    python benchmarks/shm_allreduce.py --rounds 30          # launches mpiexec -bind-to core -n 2 itself
 
 Each round runs every contestant once per (size, dtype), in an order that
 alternates from round to round (so a noisy neighbour, or whoever runs second,
@@ -12,6 +12,10 @@ one call started right after a barrier and lasts until the slowest rank is done
 (the max over ranks); cells are medians over rounds, with the interquartile
 range, and the per-round ratio shm/MPI (the two calls of the same round) gives
 the spread of the ratio itself.
+
+Launched by itself (plain ``python``), the two ranks are pinned one per core
+(``-bind-to core``, as MPI benchmarks are run): unpinned, the scheduler now and then
+puts both on one core, which slows every contestant and the spread doubles.
 
 Target (issue 14): shm <= 0.6x MPI.Allreduce at 16 and 64 MiB, p = 2, one host.
 """
@@ -109,7 +113,8 @@ def main() -> None:
     if launched_rank_and_size() is None:  # plain python: launch the p = 2 job
         mpiexec = Path(sys.executable).with_name("mpiexec")
         env = dict(os.environ, OMP_NUM_THREADS="1", MPIEXEC_TIMEOUT="300")
-        command = [str(mpiexec), "-n", "2", sys.executable, "-m", "mpi4py", __file__, *sys.argv[1:]]
+        command = [str(mpiexec), "-bind-to", "core", "-n", "2", sys.executable, "-m", "mpi4py",
+                   __file__, *sys.argv[1:]]
         subprocess.run(command, env=env, check=True)
         return
     from mpi4py import MPI

@@ -84,17 +84,20 @@ def test_shm_allreduce_under_mpi_both_forms_are_bit_identical_to_the_ring_and_ca
         assert f"OK {name}" in out, out
 
 
-def test_pieces_cover_the_array_chunk_by_chunk_within_the_slot() -> None:
+def test_pieces_cover_every_chunk_round_by_round_within_the_slot() -> None:
     from minipar.comm.shm_pipeline import PIECE_BYTES, pieces
 
-    for n, p, itemsize in [(0, 2, 4), (5, 3, 8), (3 * PIECE_BYTES // 4 + 7, 2, 4), (10**6, 3, 16)]:
-        got = pieces(n, p, itemsize)
-        bounds = np.cumsum([0] + [len(part) for part in np.array_split(np.arange(n), p)])
-        assert [lo for _, lo, _ in got] == sorted(lo for _, lo, _ in got)  # in order, no overlap
-        assert sum(hi - lo for _, lo, hi in got) == n
-        for chunk, lo, hi in got:
-            assert bounds[chunk] <= lo < hi <= bounds[chunk + 1]  # never across two chunks
-            assert (hi - lo) * itemsize <= PIECE_BYTES
+    for n, p, itemsize in [(0, 2, 4), (5, 3, 8), (3 * PIECE_BYTES // 4 + 7, 2, 4), (10**6, 3, 16),
+                           (2 * PIECE_BYTES // 4 + 1, 2, 4)]:  # the last: chunk 0 one piece more
+        rounds = pieces(n, p, itemsize)
+        chunks = np.array_split(np.arange(n), p)
+        for c, chunk in enumerate(chunks):
+            covered = [i for k in range(len(rounds)) for i in range(*rounds[k][c])]
+            assert covered == list(chunk)  # round by round, in order, exactly chunk c
+        for round_pieces in rounds:
+            assert len(round_pieces) == p
+            assert all((hi - lo) * itemsize <= PIECE_BYTES for lo, hi in round_pieces)
+        assert len(rounds) == max(-(-len(chunk) * itemsize // PIECE_BYTES) for chunk in chunks)
 
 
 SPIN_DEADLINE = """

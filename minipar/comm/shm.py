@@ -29,8 +29,9 @@ That is this plain form (``form="plain"``). Measured at p = 2 and 16 MiB on this
 faults after the first call, ``Win.Sync`` 0.15 us: ~1.7x MPI.Allreduce, whose
 own time moves between 3 and 9 ms with the machine's load, hence a ratio that
 wanders. ``shm_pipeline.py`` runs the same sums piece by piece through a small
-window that stays in cache, with one wait per piece and no barrier; it is the
-default up to ``shm_pipeline.MAX_RANKS`` ranks.
+window that stays in cache (a reduce-scatter and an all-gather, a round of
+pieces at a time, three waits a round and no barrier); it is the default up to
+``shm_pipeline.MAX_RANKS`` ranks.
 
 Summation order: slice c is summed starting at rank c + 1, in ring order, ending
 with rank c (((x_{c+1} + x_{c+2}) + ...) + x_c), exactly the order of the ring's

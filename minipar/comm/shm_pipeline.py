@@ -7,41 +7,37 @@ its working set (two arrays, two segments: 64 MiB) is twice this machine's L3
 runs at ~8 GB/s where a 1 MiB one stays in cache. MPICH's own Allreduce moves
 its bytes through small shared cells that stay in cache.
 
-Here the array is cut into pieces of at most ``PIECE_BYTES`` that never straddle
-two of the ring's chunks (``numpy.array_split`` boundaries), and the pieces flow
-through a window of ``DEPTH`` slots per rank. Every rank sums every piece:
+Here each of the ring's chunks (``numpy.array_split`` boundaries; chunk c belongs
+to rank c) is cut into pieces of at most ``PIECE_BYTES``, and the pieces flow, one
+round at a time, through a window of ``DEPTH`` rounds of p slots per rank: a
+reduce-scatter and an all-gather, piece by piece. In round k, rank r
 
-    publish piece g (rank r, slot g % DEPTH):
-      wait until every rank has read our slot of piece g - DEPTH   (done[j] >= g - DEPTH + 1)
-      slot = x_r[piece g]                                           ready[r] = g + 1
-    reduce piece g (of chunk c), after publishing piece g + 1 (one ahead):
-      wait for every rank's ready >= g + 1
-      x_r[piece g] = ((slot_{c+1} + slot_{c+2}) + ...) + slot_c   (the ring's order for chunk
-                     c, reading every rank's slot in place)          done[r] = g + 1
+    1. publishes: its piece k of every other chunk c into its slot (k, c)   ready[r] = k + 1
+       (after waiting until every rank is done with round k - DEPTH:       done[j] >= k - DEPTH + 1)
+    2. sums its own chunk's piece k, once every rank is ready:
+       x_r[piece] = ((x_{r+1} + x_{r+2}) + ...) + x_r   the others read from their slots
+                    (r, the ring's order for chunk r), and copies the sum into its own
+                    slot (k, r)                                             result[r] = k + 1
+    3. reads back every other owner's sum, from its slot (k, j)            done[r] = k + 1
 
-Per rank that is one pass that copies N bytes into the window and one that
-reads p N and writes N, each piece re-read a few microseconds after it was
-written, while it is still in cache, and one wait per piece instead of three
-barriers per call; publishing one piece ahead means a peer that runs a little
-behind finds the next piece already there. At p = 2 it reads no more than the
-plain form (which reads its own N, its peer's N / 2 and N / 2 of results);
-from p = 3 each rank reads (p - 1) N from its peers where the plain form reads
-about 2N in all, so ``shm.py`` uses this form for p <= ``MAX_RANKS`` only.
+publishing round k + 1 before it sums round k, so a peer a little behind finds the
+next round ready. Per rank that is (p-1)/p N bytes published, N/p summed from p
+operands, N/p copied out and (p-1)/p N read back: at p = 2 four passes of N/2, each
+over pieces still in cache, and three waits a round instead of three barriers.
 
-Measured (``benchmarks/shm_allreduce.py``, p = 2, 2 cores shared with other
-work, load 1-3): 16 MiB 0.7-0.9x MPI.Allreduce (plain form 1.4-1.9x); 64 MiB
-0.3-0.5x (plain 0.6-0.8x) -- in most runs. In some runs, for minutes at a time
-and even at load 0.8, the publish copy takes 7x longer (64 MiB: ~37 ms, 1.2x MPI;
-16 MiB: ~20 ms) while the same copy with no peer reading stays fast: a rank then
-rewrites slot lines its peer still holds in its cache, and those invalidations
-are slow in that state (no page faults, no shared core, waits < 1 ms). A ring of
-16 slots (lines evicted before they are rewritten) removes the slow state at
-64 MiB (~0.5x always) but costs 16 MiB its cache reuse (~1.0x); 3 slots of 1 MiB
-are kept. Pieces of 512 KiB-2 MiB measured alike; 128-256 KiB pay Python's
-per-piece overhead, 4 MiB falls out of L2.
+The form before this one had every rank sum every piece (copy N in, read p N, write
+N: five passes of N/2 at p = 2). Measured side by side (p = 2, float32, pinned
+ranks, 21 interleaved rounds, four runs): 4 MiB 0.52-0.69x MPI.Allreduce (before
+0.71-0.85x), 16 MiB 0.60-1.01x (0.74-1.15x), 64 MiB 0.24-0.47x (0.29-0.53x); its
+16 MiB median moves with the machine's state more than with the form. Where the
+time goes at 16 MiB (one rank, per call): publish copy 0.96 ms, sum 0.53, copy of
+the sum 0.70, read back 0.42, waits 0.7: the copies into slots that the peer has
+just read run at 9-12 GB/s (its cache holds those lines; each store invalidates
+them), the read back at 20 GB/s. Pieces of 256 KiB-1 MiB measured alike within
+that spread; 512 KiB is kept (3 MiB of slots per rank at p = 2).
 
-The counters (``ready``, ``done``) live at the start of each rank's segment and
-only grow (they count steps since the window was made), so a call needs no
+The counters (``ready``, ``result``, ``done``) live at the start of each rank's segment and
+only grow (they count rounds since the window was made), so a call needs no
 trailing barrier: the next call's first wait already checks that the peers are
 done with the slot it overwrites. ``MPI_Win_sync`` before each counter store and
 after each load orders the data around them (MPI-3's unified model). Every
@@ -64,35 +60,36 @@ import numpy as np
 from minipar.comm import watchdog
 from minipar.comm._common import chunk_bounds, combiner, finish_mean
 
-PIECE_BYTES = 1 << 20  # per step: small enough that the peers read it while it is in cache
-DEPTH = 3  # slots per rank: one being read, one published ahead, one of slack
+PIECE_BYTES = 1 << 19  # per slot: small enough that the peers read it while it is in cache
+DEPTH = 3  # rounds of slots per rank: one being read, one published ahead, one of slack
 SPINS = 200  # unanswered looks at a counter before yielding the core
 SPIN_SECONDS = 100e-6  # then yield for this long, then nap: NAP seconds at a time
 NAP = 20e-6
-MAX_RANKS = 2  # shm.py uses this form up to here (every rank reads (p - 1) N from its peers)
-COUNTERS = 8  # int64 words at the start of each segment: ready, done, then padding
-READY, DONE = 0, 1
+MAX_RANKS = 2  # shm.py uses this form up to here (measured at p = 2 only: 2 cores)
+COUNTERS = 8  # int64 words at the start of each segment: ready, result, done, padding
+READY, RESULT, DONE = 0, 1, 2
 
 
 class StagingWindow:
-    """``DEPTH`` slots of ``PIECE_BYTES`` per rank after two step counters; any dtype, any N."""
+    """``DEPTH`` rounds of p slots of ``PIECE_BYTES`` per rank after the step counters."""
 
     def __init__(self, node: Any) -> None:
         from mpi4py import MPI
 
-        nbytes = COUNTERS * 8 + DEPTH * PIECE_BYTES
+        self.p = p = node.Get_size()
+        nbytes = COUNTERS * 8 + DEPTH * p * PIECE_BYTES
         self.win = MPI.Win.Allocate_shared(nbytes, 8, comm=node)
         self.raw = [np.frombuffer(self.win.Shared_query(j)[0], dtype=np.uint8, count=nbytes)
-                    for j in range(node.Get_size())]
+                    for j in range(p)]
         self.counters = [raw[: COUNTERS * 8].view(np.int64) for raw in self.raw]
         self.counters[node.Get_rank()][:] = 0
-        self.steps = 0  # steps run through this window so far: the same on every rank
+        self.steps = 0  # rounds run through this window so far: the same on every rank
         self.win.Lock_all(MPI.MODE_NOCHECK)  # passive epoch for the whole lifetime: Sync works
         node.Barrier()  # every rank's counters are zero before anyone looks at them
 
-    def slot(self, rank: int, step: int, length: int, dtype: np.dtype) -> Any:
-        """``rank``'s slot for global ``step``: its first ``length`` elements as ``dtype``."""
-        start = COUNTERS * 8 + (step % DEPTH) * PIECE_BYTES
+    def slot(self, rank: int, depth: int, chunk: int, length: int, dtype: np.dtype) -> Any:
+        """``rank``'s slot for ``chunk`` in round ``depth``: its first ``length`` elements."""
+        start = COUNTERS * 8 + (depth * self.p + chunk) * PIECE_BYTES
         return self.raw[rank][start : start + length * dtype.itemsize].view(dtype)
 
     def free(self) -> None:
@@ -101,11 +98,16 @@ class StagingWindow:
         self.win.Free()  # collective over the node
 
 
-def pieces(length: int, p: int, itemsize: int) -> list[tuple[int, int, int]]:
-    """(chunk, start, end) of every piece, chunk by chunk: the same list on every rank."""
+def pieces(length: int, p: int, itemsize: int) -> list[list[tuple[int, int]]]:
+    """Round k's piece of every chunk: ``[[(lo, hi) for chunk c] for round k]``, the same on every rank.
+
+    Piece k of chunk c is ``[bounds[c] + k m, bounds[c] + (k + 1) m)`` clipped to the chunk
+    (m = ``PIECE_BYTES`` / itemsize elements); a chunk with fewer pieces gets empty ones.
+    """
     bounds, most = chunk_bounds(length, p), PIECE_BYTES // itemsize
-    return [(c, lo, min(lo + most, bounds[c + 1]))
-            for c in range(p) for lo in range(bounds[c], bounds[c + 1], most)]
+    rounds = max(-(-(bounds[c + 1] - bounds[c]) // most) for c in range(p))
+    return [[(min(bounds[c] + k * most, bounds[c + 1]), min(bounds[c] + (k + 1) * most, bounds[c + 1]))
+             for c in range(p)] for k in range(rounds)]
 
 
 def _wait(comm: Any, window: StagingWindow, which: int, target: int) -> None:
@@ -134,7 +136,7 @@ def _announce(window: StagingWindow, rank: int, which: int, value: int) -> None:
 
 
 def shm_pipelined(comm: Any, flat: Any, op: str, window: StagingWindow) -> None:
-    """All-reduce the 1-D NumPy ``flat`` in place, piece by piece through ``window``."""
+    """All-reduce the 1-D NumPy ``flat`` in place, round by round through ``window``."""
     p, r = comm.size, comm.rank
     combine, dtype = combiner(flat, op), flat.dtype
     if dtype.itemsize > PIECE_BYTES:
@@ -144,29 +146,46 @@ def shm_pipelined(comm: Any, flat: Any, op: str, window: StagingWindow) -> None:
     base = window.steps
     window.steps += len(todo)
     most = PIECE_BYTES // dtype.itemsize  # whole slots as dtype, once per call: slicing is cheaper
-    slots = [[window.slot(j, d, most, dtype) for j in range(p)] for d in range(DEPTH)]
+    slots = [[[window.slot(j, d, c, most, dtype) for c in range(p)] for j in range(p)]
+             for d in range(DEPTH)]  # slots[d][j][c]: rank j's slot for chunk c, round d
 
-    def publish(step: int) -> None:  # steps 1 and 2 for piece ``step`` of this call
-        g, (_, lo, hi) = base + step, todo[step]
-        _wait(comm, window, DONE, g - DEPTH + 1)  # nobody reads our slot g % DEPTH any more
-        slots[g % DEPTH][r][: hi - lo] = flat[lo:hi]
+    def publish(k: int) -> None:  # 1. our pieces of the others' chunks, for their owners
+        g = base + k
+        _wait(comm, window, DONE, g - DEPTH + 1)  # every rank is done with round g - DEPTH
+        mine = slots[g % DEPTH][r]
+        for c, (lo, hi) in enumerate(todo[k]):
+            if c != r:
+                mine[c][: hi - lo] = flat[lo:hi]
         _announce(window, r, READY, g + 1)
 
     if todo:
         publish(0)
-    for step, (c, lo, hi) in enumerate(todo):
-        g = base + step  # the global step: counters and slots continue across calls
-        if step + 1 < len(todo):
-            publish(step + 1)  # one piece ahead: a peer a little behind finds it ready
-        _wait(comm, window, READY, g + 1)  # 3.
-        # 4. The ring's order for chunk c: x_{c+1} + x_{c+2}, ..., and x_c last; our own
-        #    value is read from our slot, so the sum may be written straight into the piece.
-        piece, slot = flat[lo:hi], slots[g % DEPTH]
-        first, *rest = [slot[(c + k) % p][: hi - lo] for k in range(1, p + 1)]
-        combine(first, rest[0], out=piece)
-        for operand in rest[1:]:
-            combine(piece, operand, out=piece)
+    for k, round_pieces in enumerate(todo):
+        g = base + k  # the global round: counters and slots continue across calls
+        if k + 1 < len(todo):
+            publish(k + 1)  # one round ahead: a peer a little behind finds it ready
+        slot = slots[g % DEPTH]
+        lo, hi = round_pieces[r]
+        piece = flat[lo:hi]
+        _wait(comm, window, READY, g + 1)
+        # 2. Our chunk's piece in the ring's order: x_{r+1} + x_{r+2} + ... and our own x_r
+        #    last, the others read from their slots for chunk r; the sum goes into our own
+        #    slot for chunk r, where every other rank reads it.
+        if p == 2:
+            combine(slot[1 - r][r][: hi - lo], piece, out=piece)
+        else:
+            acc = slot[r][r][: hi - lo]
+            combine(slot[(r + 1) % p][r][: hi - lo], slot[(r + 2) % p][r][: hi - lo], out=acc)
+            for step in range(3, p):
+                combine(acc, slot[(r + step) % p][r][: hi - lo], out=acc)
+            combine(acc, piece, out=piece)
         finish_mean(piece, p, op)
+        slot[r][r][: hi - lo] = piece
+        _announce(window, r, RESULT, g + 1)
+        _wait(comm, window, RESULT, g + 1)  # 3. every owner's sum of this round
+        for j, (lo, hi) in enumerate(round_pieces):
+            if j != r:
+                flat[lo:hi] = slot[j][j][: hi - lo]
         _announce(window, r, DONE, g + 1)
 
 
