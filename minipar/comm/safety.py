@@ -62,8 +62,14 @@ class Collective:
 
     def __init__(self, comm: Communicator, name: str, op: str | None, dtype: Any, length: Any,
                  extra: str = "", label: str | None = None, root: int = -1) -> None:
-        self.comm, self.name, self.op, self.dtype = comm, name, op, dtype
-        self.length, self.extra, self.label, self.root = length, extra, label or name, root
+        self.comm = comm  # one assignment a line: no tuple is built on this hot path
+        self.name = name
+        self.op = op
+        self.dtype = dtype
+        self.length = length
+        self.extra = extra
+        self.label = label or name
+        self.root = root
         self.tag: int | None = None  # set on the outermost call: it is this communicator's call
         self.start = 0.0
         if collective_listeners:  # someone reads collective calls: time it, note the counters
