@@ -24,7 +24,7 @@ Cost when nobody listens: one test of a module-level list per message, and a
 thread-local assignment per collective step (``at_step``).
 
 Which collective and step a message belongs to is announced by the code that
-sends it, on its own thread: ``Collective`` pushes its name on ``here.stack``
+sends it, on its own thread: ``Collective`` pushes itself on ``here.stack``
 and the algorithms call ``at_step("reduce-scatter", 2, 3)`` before each step.
 This module imports nothing else from ``minipar``; every other comm module
 may import it.
@@ -74,21 +74,27 @@ message_listeners: list[Callable[[Any, Message], None]] = []
 collective_listeners: list[Callable[[CollectiveCall], None]] = []
 _lock = threading.Lock()
 
-# Per thread: the names of the running collectives (outermost first) and the current step.
+# Per thread: ``here.stack``, the running collectives (outermost first), each with its
+# ``label`` and the ``step`` it last announced.
 here = threading.local()
 
 
 def current_step() -> str | None:
-    step = getattr(here, "step", None)
+    """The step the innermost running collective on this thread announced, in words, or None."""
+    stack = getattr(here, "stack", None)
+    step = stack[-1].step if stack else None
     return None if step is None else f"{step[0]} step {step[1]}/{step[2]}"
 
 
 def at_step(phase: str, index: int, count: int) -> None:
     """Announce that this thread's next messages belong to step ``index`` of ``count`` of ``phase``.
 
-    Stored as a tuple, formatted only when a listener builds a Message.
+    Kept on the innermost running collective (so a new call starts with none), as a
+    tuple, formatted only when a listener builds a Message.
     """
-    here.step = (phase, index, count)
+    stack = getattr(here, "stack", None)
+    if stack:
+        stack[-1].step = (phase, index, count)
 
 
 def add_observer(fn: Callable[..., None], *, messages: bool = False, collectives: bool = False
@@ -118,7 +124,7 @@ def remove_observer(fn: Callable[..., None]) -> None:
 def emit_message(comm: Any, nbytes: int, dest: int, tag: int) -> None:
     """Build the Message for a send and hand it to every message listener."""
     stack = getattr(here, "stack", None)
-    message = Message(comm.rank, dest, nbytes, tag, stack[-1] if stack else None,
+    message = Message(comm.rank, dest, nbytes, tag, stack[-1].label if stack else None,
                       current_step() if stack else None)
     for listener in tuple(message_listeners):
         listener(comm, message)

@@ -40,7 +40,7 @@ from minipar.comm.signature import sign
 def current_collective() -> str:
     """Name of the collective running on this thread, for error messages."""
     stack = getattr(here, "stack", None)
-    return " > ".join(stack) if stack else "point-to-point (no collective)"
+    return " > ".join(call.label for call in stack) if stack else "point-to-point (no collective)"
 
 
 class Collective:
@@ -58,7 +58,7 @@ class Collective:
     """
 
     __slots__ = ("comm", "name", "op", "dtype", "length", "extra", "label", "start", "sent", "root",
-                 "tag")
+                 "tag", "step")
 
     def __init__(self, comm: Communicator, name: str, op: str | None, dtype: Any, length: Any,
                  extra: str = "", label: str | None = None, root: int = -1) -> None:
@@ -71,6 +71,7 @@ class Collective:
         self.label = label or name
         self.root = root
         self.tag: int | None = None  # set on the outermost call: it is this communicator's call
+        self.step: tuple[str, int, int] | None = None  # announced by events.at_step
         self.start = 0.0
         if collective_listeners:  # someone reads collective calls: time it, note the counters
             self.start = time.perf_counter()
@@ -78,10 +79,9 @@ class Collective:
 
     def __enter__(self) -> Collective:
         try:
-            here.stack.append(self.label)
+            here.stack.append(self)
         except AttributeError:
-            here.stack = [self.label]
-        here.step = None
+            here.stack = [self]
         comm = self.comm
         local = comm._local.__dict__
         if local.get("call") is None:  # outermost on this communicator: number it, sign it
@@ -100,10 +100,7 @@ class Collective:
     def __exit__(self, *exc_info: object) -> None:
         if self.tag is not None:
             self.comm._local.__dict__["call"] = None
-        stack = here.stack
-        stack.pop()
-        if stack:  # back in an enclosing collective: its messages carry no step of ours
-            here.step = None
+        here.stack.pop()
         if self.start:
             comm = self.comm
             emit_collective(CollectiveCall(

@@ -70,7 +70,7 @@ def describe_wait(slot: list, waited: float) -> str:
     stack = slot[2]  # the thread's running collectives (the list Collective pushes on)
     who = f"rank {peer}" if peer is not None else "the other ranks"
     details = ", ".join(([f"tag {tag}"] if tag is not None else []) + [f"{nbytes} bytes"])
-    during = " > ".join(stack) if stack else "point-to-point (no collective)"
+    during = " > ".join(call.label for call in stack) if stack else "point-to-point (no collective)"
     return (f"rank {comm.rank} of {comm.size} waited {waited:.1f} s to {verb} {who} ({details}) "
             f"during {during}")
 
