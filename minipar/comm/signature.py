@@ -38,6 +38,10 @@ call's first message to each peer, found a mismatch at once but cost ~5 us of
 Python per 8-byte call (+40 % on recursive doubling; building, comparing and
 copying the header); this one finds it within ~1.5 s under MPI, and tells two
 mismatched calls apart unless their tags collide (2^-28 for a pair of calls).
+Per 8-byte call, ``sign`` costs ~0.25 us and the watchdog's slot ~0.2 us (MPI's own
+Sendrecv: ~2.4 us); measured against the code before signatures (30 interleaved
+rounds, ``mpiexec -n 2``, medians): auto 8 B +4 to +8 %, ring 8 B -20 %, 4 MiB
+within the noise.
 
 ``send``, ``recv`` and ``sendrecv`` below are what every collective uses; they
 count the payload once under the logical tag ``TAG_COLLECTIVE``, so counters
