@@ -184,8 +184,7 @@ def _recursive_doubling(comm: Communicator, flat: Any, op: str) -> None:
             else:
                 combine(flat, incoming, out=flat)
             mask <<= 1
-        if op == "mean":
-            finish_mean(flat, p, op)
+        finish_mean(flat, p, op)
     if rank < 2 * rem:  # hand the result back to the ranks that sat out
         if rank % 2 == 0:
             signed.recv(comm, flat, rank + 1)
@@ -203,9 +202,8 @@ ALGORITHMS = {  # ring_allreduce (ring.py) is the first, and the default
 
 ONE_HOST_ALGORITHMS = {"shm": shm_core}  # shm.py: shared memory, every rank on one host
 
-LABELS = {name: f"{name}_allreduce" for name in [*ALGORITHMS, *ONE_HOST_ALGORITHMS]}  # message log
-EXTRAS = {name: f"algorithm={name}" for name in LABELS}  # the signature's last field, made once
-_RUNS = {name: (core, EXTRAS[name], LABELS[name])  # what allreduce looks up: one dict, once per call
+#: name -> (core, the signature's last field, the message log's label): one lookup per call
+_RUNS = {name: (core, f"algorithm={name}", f"{name}_allreduce")
          for name, core in [*ALGORITHMS.items(), *ONE_HOST_ALGORITHMS.items()]}
 
 

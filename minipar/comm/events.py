@@ -20,8 +20,8 @@ messages as they are sent):
 
     rank 2 -> rank 3  1,048,576 B  ring_allreduce reduce-scatter step 2/3
 
-Cost when nobody listens: one test of a module-level list per message, and a
-thread-local assignment per collective step (``at_step``).
+Cost when nobody listens: one test of a module-level list per message, and one
+attribute set on the running collective per collective step (``at_step``).
 
 Which collective and step a message belongs to is announced by the code that
 sends it, on its own thread: ``Collective`` pushes itself on ``here.stack``
@@ -77,6 +77,11 @@ _lock = threading.Lock()
 # Per thread: ``here.stack``, the running collectives (outermost first), each with its
 # ``label`` and the ``step`` it last announced.
 here = threading.local()
+
+
+def describe_running(stack: list[Any] | None) -> str:
+    """``allreduce > ring_allreduce``: a thread's running collectives, for error messages."""
+    return " > ".join(call.label for call in stack) if stack else "point-to-point (no collective)"
 
 
 def current_step() -> str | None:

@@ -32,15 +32,20 @@ import numpy as np
 
 from minipar.comm.communicator import TAG_FINGERPRINT, Communicator
 from minipar.comm.errors import CollectiveMismatchError, CommTimeoutError
-from minipar.comm.events import CollectiveCall, collective_listeners, emit_collective, here
+from minipar.comm.events import (
+    CollectiveCall,
+    collective_listeners,
+    describe_running,
+    emit_collective,
+    here,
+)
 from minipar.comm.signature import sign
 
 
 # ----- which collective is running on this thread -------------------------------------
 def current_collective() -> str:
     """Name of the collective running on this thread, for error messages."""
-    stack = getattr(here, "stack", None)
-    return " > ".join(call.label for call in stack) if stack else "point-to-point (no collective)"
+    return describe_running(getattr(here, "stack", None))
 
 
 class Collective:

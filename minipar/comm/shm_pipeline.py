@@ -171,16 +171,14 @@ def shm_pipelined(comm: Any, flat: Any, op: str, window: StagingWindow) -> None:
         # 2. Our chunk's piece in the ring's order: x_{r+1} + x_{r+2} + ... and our own x_r
         #    last, the others read from their slots for chunk r; the sum goes into our own
         #    slot for chunk r, where every other rank reads it.
-        if p == 2:
-            combine(slot[1 - r][r][: hi - lo], piece, out=piece)
-        else:
-            acc = slot[r][r][: hi - lo]
-            combine(slot[(r + 1) % p][r][: hi - lo], slot[(r + 2) % p][r][: hi - lo], out=acc)
-            for step in range(3, p):
-                combine(acc, slot[(r + step) % p][r][: hi - lo], out=acc)
-            combine(acc, piece, out=piece)
+        mine = slot[r][r][: hi - lo]  # free until we announce the result: a place to add up
+        acc, *others = [slot[(r + s) % p][r][: hi - lo] for s in range(1, p)]
+        for operand in others:  # p > 2: (x_{r+1} + x_{r+2}) + ... before our own
+            combine(acc, operand, out=mine)
+            acc = mine
+        combine(acc, piece, out=piece)  # + x_r, last
         finish_mean(piece, p, op)
-        slot[r][r][: hi - lo] = piece
+        mine[...] = piece
         _announce(window, r, RESULT, g + 1)
         _wait(comm, window, RESULT, g + 1)  # 3. every owner's sum of this round
         for j, (lo, hi) in enumerate(round_pieces):

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from minipar.comm import signature
-from minipar.comm.events import here
+from minipar.comm.events import describe_running, here
 
 PERIOD = 0.25  # seconds between the watchdog's looks
 GRACE = 2.0  # seconds a wait on a departed rank may still take (its last messages arrive)
@@ -67,10 +67,9 @@ def enter(comm: Any, verb: str, peer: int | None, tag: int | None, nbytes: int) 
 def describe_wait(slot: list, waited: float) -> str:
     """``rank 0 of 3 waited 2.1 s to receive from rank 1 (tag 30001, 32 bytes) during allreduce``."""
     comm, verb, peer, tag, nbytes = slot[1]
-    stack = slot[2]  # the thread's running collectives (the list Collective pushes on)
     who = f"rank {peer}" if peer is not None else "the other ranks"
     details = ", ".join(([f"tag {tag}"] if tag is not None else []) + [f"{nbytes} bytes"])
-    during = " > ".join(call.label for call in stack) if stack else "point-to-point (no collective)"
+    during = describe_running(slot[2])  # slot[2]: the list the thread's Collectives push on
     return (f"rank {comm.rank} of {comm.size} waited {waited:.1f} s to {verb} {who} ({details}) "
             f"during {during}")
 
