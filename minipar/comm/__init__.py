@@ -18,7 +18,9 @@ to root), ``events.py`` (the message log: the one stream every counted message
 passes through), ``safety.py`` (abort hook, timeouts, ``MINIPAR_DEBUG``
 fingerprints), ``signature.py`` (every call's signature), ``watchdog.py``
 (deadlines, ranks that leave), ``hierarchical.py``, ``host_pipeline.py``,
-``shm.py``, ``shm_pipeline.py`` (topology-aware all-reduce), ``auto.py`` and
+``shm.py``, ``shm_pipeline.py`` (topology-aware all-reduce), ``shm_board.py``
+(every shm call's check-in), ``shm_arrays.py`` (``shared_empty``: arrays
+all-reduced where they lie), ``auto.py`` and
 ``cost_cache.py`` (``algorithm="auto"`` from the fitted cost model).
 
 Imports run one way: events <- communicator <- safety <- _common <- ring <-
@@ -58,6 +60,7 @@ from minipar.comm.events import CollectiveCall, Message, add_observer, message_l
 from minipar.comm.mpi_backend import MPICommunicator
 from minipar.comm.ring import ring_schedule
 from minipar.comm.safety import install_abort_hook, launched_rank_and_size
+from minipar.comm.shm_arrays import shared_empty
 from minipar.comm.thread_backend import LocalCommunicator, run_local
 from minipar.comm.world import world
 
@@ -71,6 +74,6 @@ __all__ = [
     "Message", "Request", "add_observer", "allgather", "allreduce", "broadcast", "chunk_bounds",
     "gather_to_root", "message_log", "naive_allreduce", "remove_observer",
     "recursive_doubling_allreduce", "reduce_scatter",
-    "require_communicator", "ring_allreduce", "ring_schedule", "run_local",
+    "require_communicator", "ring_allreduce", "ring_schedule", "run_local", "shared_empty",
     "tree_allreduce", "world",
 ]

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from minipar.comm import auto
+from minipar.comm import auto, shm_arrays
 from minipar.comm import signature as signed
 from minipar.comm._common import (
     combiner,
@@ -234,6 +234,9 @@ def allreduce(comm: Communicator, array: Any, op: str = "sum", algorithm: str = 
     if algorithm == "hierarchical":
         detail += f" intra_host={intra_host}"
         core = partial(hierarchical_core, intra_host=intra_host)
+    elif algorithm == "shm" and (shared := shm_arrays.lookup(comm, flat)) is not None:
+        detail += f" shared={shared.number}"  # ranks passing different arrays: a mismatch
+        core = partial(shm_arrays.allreduce_in_place, record=shared)
     with Collective(comm, "allreduce", op, flat.dtype, flat.size, detail, label=label):
         if comm.size > 1 and flat.size > 0:
             core(comm, flat, op)

@@ -31,7 +31,10 @@ own time moves between 3 and 9 ms with the machine's load, hence a ratio that
 wanders. ``shm_pipeline.py`` runs the same sums piece by piece through a small
 window that stays in cache (a reduce-scatter and an all-gather, a round of
 pieces at a time, three waits a round and no barrier); it is the default up to
-``shm_pipeline.MAX_RANKS`` ranks.
+``shm_pipeline.MAX_RANKS`` ranks. An array that already lives in a window
+(``shm_arrays.shared_empty``) needs neither copy in nor read back: ``shm_arrays.py``
+all-reduces it where it lies (16 MiB: 0.38-0.43x MPI.Allreduce, pipelined 0.81-0.89x,
+in the same run of ``benchmarks/shm_allreduce.py``).
 
 Summation order: slice c is summed starting at rank c + 1, in ring order, ending
 with rank c (((x_{c+1} + x_{c+2}) + ...) + x_c), exactly the order of the ring's
@@ -44,8 +47,9 @@ the segments (each rank puts its array in a registry shared by the world, step
 1 is skipped). Windows are cached per (communicator, size, dtype), at most
 ``MAX_WINDOWS`` per communicator (the oldest is freed first, on every rank
 alike), and ``free_windows(comm)`` (collective) frees them all. The barriers are
-the communicator's own, so its deadline applies; ``allreduce``'s ``Collective``
-checks for mismatched calls under ``MINIPAR_DEBUG``. NumPy arrays only.
+the communicator's own, so its deadline applies; every form starts with a check-in
+(``shm_board.py``): ranks that call with another dtype, length, op or array get a
+``CollectiveMismatchError`` at once. NumPy arrays only.
 
 ``shm_core(..., middle=f)`` hands step 3 (and the mean's division) to
 ``f(reduce_range, lo, hi)``: the hierarchical all-reduce (``hierarchical.py``)
@@ -62,6 +66,7 @@ import numpy as np
 
 from minipar.comm._common import chunk_bounds, combiner, finish_mean, scratch
 from minipar.comm.communicator import Communicator
+from minipar.comm.shm_board import board_of, check_in
 from minipar.comm.shm_pipeline import MAX_RANKS, shm_pipelined, staging_window
 
 MAX_WINDOWS = 4  # per communicator: e.g. a few DDP bucket sizes
@@ -103,6 +108,7 @@ def _shm_threads(comm: Any, flat: Any, op: str, middle: Middle) -> None:
     key = (comm.context, number)
     with world.cond:  # 1. register our array (no copy)
         world.shared.setdefault(key, [None] * comm.size)[comm.rank] = flat
+    check_in(comm)  # every rank is calling the same (shm_board.py)
     comm.barrier()  # 2.
     segments = list(world.shared[key])
     # 3. reduce slice c reading the others' arrays; our own slice c is read only by us, so
@@ -174,6 +180,7 @@ def _sync(comm: Any, window: _Window) -> None:
 
 
 def _shm_mpi(comm: Any, flat: Any, op: str, middle: Middle) -> None:
+    check_in(comm, board_of(comm, _node_comm(comm)))  # every rank is calling the same
     window = _window(comm, flat.size, flat.dtype)
     segments = window.segments
     segments[comm.rank][...] = flat  # 1. copy in
@@ -187,7 +194,9 @@ def _shm_mpi(comm: Any, flat: Any, op: str, middle: Middle) -> None:
 
 
 def _shm_mpi_pipelined(comm: Any, flat: Any, op: str) -> None:
-    shm_pipelined(comm, flat, op, staging_window(comm, _node_comm(comm)))
+    node = _node_comm(comm)
+    check_in(comm, board_of(comm, node))  # every rank is calling the same (shm_board.py)
+    shm_pipelined(comm, flat, op, staging_window(comm, node))
 
 
 def shm_core(comm: Communicator, flat: Any, op: str, middle: Middle | None = None,
@@ -229,12 +238,21 @@ def shm_core(comm: Communicator, flat: Any, op: str, middle: Middle | None = Non
 
 
 def free_windows(comm: Communicator) -> None:
-    """Collective: free every shared window ``comm`` has cached (and its node communicator)."""
+    """Collective: free every shared window ``comm`` has cached (and its node communicator).
+
+    The arrays of ``shm_arrays.shared_empty`` go with them (in the order they were made,
+    the same on every rank): they must not be used after this.
+    """
     for window in comm.__dict__.pop("_shm_windows", {}).values():
         window.free()
-    stage = comm.__dict__.pop("_shm_stage", None)
-    if stage is not None:
-        stage.free()
+    for record in comm.__dict__.pop("_shm_arrays", {}).values():
+        if record.window is not None:
+            record.window.free()
+        record.segments = []
+    for name in ("_shm_stage", "_shm_board"):
+        made = comm.__dict__.pop(name, None)
+        if made is not None:
+            made.free()
     node = comm.__dict__.pop("_shm_node", None)
     if node is not None:
         node.Free()
