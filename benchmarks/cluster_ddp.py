@@ -54,6 +54,23 @@ Where the overlap goes (measured on this 2-core machine, mlp, 2 Gbit/s; load 1-3
   the first big bucket (layer 3's weight) only after layer 3's backward, so at most
   (backward + step) / compute can be hidden (printed as the ceiling: ~0.64 here,
   forward being a third of the compute), and only if the step overlaps too.
+
+Measured again on a faster host (2026-12-02: the same 2 cores compute the mlp's step
+in 15 ms instead of 36; links at 1 Gbit/s):
+
+- Bucket 0 (layer 4's weight and bias, and layer 3's bias, which arrives with layer
+  3's weight) is complete 2.9 ms into a 7.0 ms backward: no byte can travel before.
+  The sharper ceiling (backward - that + step) / compute is printed too: 0.51.
+- Link-bound, the buckets then run back to back: one rank's timeline (40 interleaved
+  steps, medians) has the six all-reduces spanning 100.1 ms with overlap and 101.2 ms
+  without, against 99.1 ms for the same all-reduces with nothing else running. So
+  overlap does hide the backward behind the link (what is left of it after bucket
+  0: ~4 ms), and nothing more is there to hide while the link is the bottleneck: the
+  forward (4.5 ms) needs the last bucket's weights, and the step waits for its bucket.
+- A plain thread experiment on this host (a blocking 11.6 MB ``MPI.Allreduce`` on one
+  thread, 40 ``tanh(A @ B)`` steps of 512x512 on the other, one BLAS thread, 1 Gbit/s)
+  hides 47-56% with polite waits and 12-24% spinning (the issue measured 84% on its
+  host): each host's TCP work needs one of the two cores the computing ranks use.
 """
 
 from __future__ import annotations
@@ -89,6 +106,7 @@ def worker(rounds: int, steps: int) -> None:
     from minipar.comm import world
     from minipar.nn import functional as F
     from minipar.parallel import DistributedDataParallel, NaiveDataParallel
+    from minipar.parallel.data_parallel.buckets import MiB, assign_buckets
 
     comm = world()
     generator = np.random.default_rng(comm.rank)
@@ -106,7 +124,8 @@ def worker(rounds: int, steps: int) -> None:
         return step
 
     results: dict[str, object] = {}
-    phases: list[tuple[float, float, float]] = []  # compute alone's (forward, backward, step)
+    phases: list[tuple[float, float, float, float]] = []  # compute alone's (forward, backward, step,
+    # and when in backward DDP's first bucket would be complete: no byte can travel before)
     for model_name, sizes in MODELS.items():
         cap = BUCKET_CAP_MB[model_name]
         contenders = {}
@@ -114,7 +133,15 @@ def worker(rounds: int, steps: int) -> None:
             model = mlp(sizes)
             opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
             if row == "compute alone":  # timed by phase too: what overlap could ever hide
-                def phased(model: nn.Module = model, opt: optim.Optimizer = opt) -> None:
+                named = list(model.named_parameters())
+                first = assign_buckets(named[::-1], cap * MiB)[0]  # DDP's bucket 0, as DDP makes it
+                landed: dict[str, float] = {}
+                for name, param in first:
+                    param.register_post_accumulate_grad_hook(
+                        lambda _, name=name, landed=landed: landed.__setitem__(name, time.perf_counter()))
+
+                def phased(model: nn.Module = model, opt: optim.Optimizer = opt,
+                           landed: dict[str, float] = landed) -> None:
                     start = time.perf_counter()
                     loss = F.cross_entropy(model(x), y)
                     forward = time.perf_counter()
@@ -122,7 +149,8 @@ def worker(rounds: int, steps: int) -> None:
                     loss.backward()
                     backward = time.perf_counter()
                     opt.step()
-                    phases.append((forward - start, backward - forward, time.perf_counter() - backward))
+                    phases.append((forward - start, backward - forward, time.perf_counter() - backward,
+                                   max(landed.values()) - forward))
                 contenders[row] = phased
             elif row == "per-parameter":
                 naive = NaiveDataParallel(model, comm)
@@ -160,7 +188,7 @@ def worker(rounds: int, steps: int) -> None:
                         samples[row].append(time.perf_counter() - start)
         for row, values in samples.items():
             results[f"{model_name}/{row}"] = statistics.median(values) * 1e3
-        for index, phase in enumerate(("forward", "backward", "step")):
+        for index, phase in enumerate(("forward", "backward", "step", "first bucket")):
             results[f"{model_name}/{phase}"] = statistics.median(p[index] for p in phases) * 1e3
     if comm.rank == 0:
         print("RESULT " + json.dumps(results), flush=True)
@@ -222,11 +250,15 @@ def ddp_section(gbit: float, quick: bool) -> list[str]:
                  f" (spinning {hidden_fraction(mlp_spinning):.2f}); with the step in backward "
                  f"{hidden_fraction(mlp, 'overlapped+step in backward'):.2f} (spinning "
                  f"{hidden_fraction(mlp_spinning, 'overlapped+step in backward'):.2f})")
-    forward, backward, step = (t[f"mlp/{phase}"] for phase in ("forward", "backward", "step"))
+    forward, backward, step, first = (t[f"mlp/{phase}"]
+                                      for phase in ("forward", "backward", "step", "first bucket"))
     ceiling = (backward + step) / (forward + backward + step)
+    sharper = (backward - first + step) / (forward + backward + step)
     lines.append(f"  mlp ceiling: no gradient exists before forward ends, so at most (backward + step) / "
                  f"compute = ({backward:.1f} + {step:.1f}) / {forward + backward + step:.1f} = {ceiling:.2f} "
-                 "can be hidden, and only with the step in backward")
+                 "can be hidden, and only with the step in backward; and no byte travels before bucket 0 "
+                 f"is complete, {first:.1f} ms into backward: (backward - {first:.1f} + step) / compute = "
+                 f"{sharper:.2f}")
     for model_name in MODELS:
         speedup, speedup_spinning = (
             run[f"{model_name}/per-parameter"] / run[f"{model_name}/bucketed+overlapped"]

@@ -195,6 +195,27 @@ def test_shm_under_mpi_ends_the_job_at_the_deadline_when_a_rank_never_comes() ->
     assert "check in on the shared-memory call board with rank 1" in result.stderr, result.stderr[-2000:]
 
 
+STALLS_AFTER_CHECK_IN = """
+import time
+import numpy as np
+import minipar.comm as mc
+from minipar.comm import shm_pipeline
+
+comm = mc.world()
+mc.allreduce(comm, np.ones(1000), algorithm="shm")
+if comm.rank == 1:  # checks in, then never announces its first round
+    shm_pipeline._announce = lambda *args: time.sleep(60)
+mc.allreduce(comm, np.ones(1000), algorithm="shm")
+"""
+
+
+def test_shm_pipelined_step_counters_end_the_job_at_the_deadline_when_a_rank_stalls_mid_call() -> None:
+    result = run_mpi(STALLS_AFTER_CHECK_IN, 2, timeout=45, env={"MINIPAR_COMM_TIMEOUT": "2"})
+    assert result.returncode != 0
+    assert "CommTimeoutError: rank 0 of 2" in result.stderr, result.stderr[-2000:]
+    assert "shared-memory step counter of rank 1" in result.stderr, result.stderr[-2000:]
+
+
 MISMATCHED = """
 import sys
 import numpy as np
