@@ -240,6 +240,7 @@ def auto_state(comm: Communicator) -> dict[str, Any]:
         model = None
     state = {"model": model, "host_of_rank": host_of_rank, "choices": {}}
     comm.__dict__["_auto_state"] = state
+    comm.__dict__["_auto_choices"] = state["choices"]  # allreduce's one lookup per call
     return state
 
 

@@ -200,6 +200,7 @@ ALGORITHMS = {  # ring_allreduce (ring.py) is the first, and the default
     "hierarchical": hierarchical_core,  # hierarchical.py: by host, fewer bytes between hosts
 }
 
+NOTHING: dict[int, str] = {}  # no "auto" choices yet
 ONE_HOST_ALGORITHMS = {"shm": shm_core}  # shm.py: shared memory, every rank on one host
 
 #: name -> (core, the signature's last field, the message log's label): one lookup per call
@@ -221,8 +222,9 @@ def allreduce(comm: Communicator, array: Any, op: str = "sum", algorithm: str = 
     "shm" shared memory, "pipelined" (``host_pipeline.py``), or "auto".
     """
     flat = prepare(comm, array, "allreduce", op)
-    if algorithm == "auto":
-        algorithm = auto.choose(comm, flat.nbytes)  # collective on a communicator's first call
+    if algorithm == "auto":  # a size seen before: one lookup; else auto.choose (collective, once)
+        algorithm = comm.__dict__.get("_auto_choices", NOTHING).get(flat.nbytes) \
+            or auto.choose(comm, flat.nbytes)
     run = _RUNS.get(algorithm)
     if run is None:
         raise ValueError(f"allreduce: algorithm must be one of "

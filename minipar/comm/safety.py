@@ -97,7 +97,7 @@ class Collective:
                 except BaseException:
                     here.stack.pop()
                     raise
-            self.tag = sign(self.name, self.op, self.dtype, self.length, self.root, self.extra,
+            self.tag = sign((self.name, self.op, self.dtype, self.length, self.root, self.extra),
                             number)
             local["call"] = self
         return self

@@ -38,10 +38,11 @@ call's first message to each peer, found a mismatch at once but cost ~5 us of
 Python per 8-byte call (+40 % on recursive doubling; building, comparing and
 copying the header); this one finds it within ~1.5 s under MPI, and tells two
 mismatched calls apart unless their tags collide (2^-28 for a pair of calls).
-Per 8-byte call, ``sign`` costs ~0.25 us and the watchdog's slot ~0.2 us (MPI's own
-Sendrecv: ~2.4 us); measured against the code before signatures (30 interleaved
-rounds, ``mpiexec -n 2``, medians): auto 8 B +4 to +8 %, ring 8 B -20 %, 4 MiB
-within the noise.
+Per 8-byte call, ``sign`` costs ~0.25 us and the watchdog's slot ~0.15 us (MPI's own
+Sendrecv: ~2.4 us); measured against the code before signatures (120 interleaved
+rounds, ``mpiexec -bind-to core -n 2``, medians of 400 calls each): auto 8 B +3.4 %
+(paired ratios 1.021-1.048, interquartile), ring 8 B -17 %, 4 MiB -1 to +2 % with
+interquartile ranges spanning 1, i.e. within the noise.
 
 ``send``, ``recv`` and ``sendrecv`` below are what every collective uses; they
 count the payload once under the logical tag ``TAG_COLLECTIVE``, so counters
@@ -117,20 +118,19 @@ def is_signed(tag: int | None) -> bool:
     return tag is not None and SIGNED_BASE <= tag < SIGNED_BASE + SIGNED_TAGS
 
 
-def sign(name: str, op: str | None, dtype: Any, length: Any, root: int, extra: str,
-         number: int) -> int:
-    """The tag of call ``number`` of this shape; notes it in ``RECENT`` for error messages.
+def sign(key: tuple, number: int) -> int:
+    """The tag of call ``number`` of shape ``key``; notes it in ``RECENT`` for error messages.
 
-    Called once per outermost collective call (``safety.Collective``): the shape's
-    56 bytes and their crc32 are packed once and cached, so this is a dict lookup,
-    two integer operations and a dict store.
+    ``key`` is ``(name, op, dtype, length, root, extra)``. Called once per outermost
+    collective call (``safety.Collective``): the shape's 56 bytes and their crc32 are
+    packed once and cached, so this is a dict lookup, two integer operations and a
+    dict store.
     """
-    key = (name, op, dtype, length, root, extra)
-    prefix, crc = _PREFIXES.get(key) or _prefix(key)
-    tag = SIGNED_BASE + (crc + number * MULTIPLIER) % SIGNED_TAGS
+    found = _PREFIXES.get(key) or _prefix(key)
+    tag = SIGNED_BASE + (found[1] + number * MULTIPLIER) % SIGNED_TAGS
     if len(RECENT) >= _MAX_RECENT:  # keep the newest calls only
         RECENT.clear()
-    RECENT[tag] = (prefix, number)
+    RECENT[tag] = (found[0], number)
     return tag
 
 
