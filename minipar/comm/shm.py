@@ -64,6 +64,7 @@ from typing import Any
 
 import numpy as np
 
+from minipar.comm import signature as signed
 from minipar.comm._common import chunk_bounds, combiner, finish_mean, scratch
 from minipar.comm.communicator import Communicator
 from minipar.comm.shm_board import board_of, check_in
@@ -226,6 +227,10 @@ def shm_core(comm: Communicator, flat: Any, op: str, middle: Middle | None = Non
         def middle(reduce_range: Callable[[int, int], None], lo: int, hi: int) -> None:
             reduce_range(lo, hi)
             finish_mean(flat[lo:hi], comm.size, op)
+    # A rank running a message-based collective meanwhile would wait for ever on this one's
+    # barriers and windows: an empty message under the call's tag makes that pair a mismatch
+    # the watchdog finds (signature.py), before anything here can block on it.
+    signed.check_round_the_ring(comm)
     if comm.backend == "threads":
         _shm_threads(comm, flat, op, middle)
     elif comm.backend == "mpi":

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from minipar.comm import signature as signed
 from minipar.comm._common import chunk_bounds, finish_mean
 from minipar.comm.communicator import Communicator
 from minipar.comm.shm import _node_comm, _reduce_range, _Window
@@ -127,6 +128,7 @@ def allreduce_in_place(comm: Any, flat: np.ndarray, op: str, record: SharedArray
     mine = flat
     lo, hi = chunk_bounds(mine.size, p)[c : c + 2]
     step = max(1, PIECE_BYTES // mine.itemsize)
+    signed.check_round_the_ring(comm)  # a rank in a message-based collective: a mismatch (shm.py)
     # 1. the check-in (shm_board.py) is the sync: every rank's array is written, and the same call
     if record.window is None:
         checked = check_in(comm)

@@ -18,6 +18,12 @@ in their world's registry):
     3. compare the rows: any difference raises ``CollectiveMismatchError`` naming
        what each rank called, on every rank alike.
 
+Before the board, every form sends one empty message round the ring under the
+call's tag (``signature.check_round_the_ring``): a rank that runs a message-based
+collective instead (the ring, say) then finds a message of another call beside its
+receive, and the watchdog names both within ~1.5 s, instead of the shm rank waiting
+on a board (or a window allocation) that rank never reaches until the deadline.
+
 A rank can only overwrite its row for its next call after this call is finished,
 and no shm call finishes before every rank has checked in, so nobody reads a row
 that is too new. Cost: a 64-byte store and a look at p - 1 rows, about a
