@@ -60,7 +60,13 @@ in 15 ms instead of 36; links at 1 Gbit/s):
 
 - Bucket 0 (layer 4's weight and bias, and layer 3's bias, which arrives with layer
   3's weight) is complete 2.9 ms into a 7.0 ms backward: no byte can travel before.
-  The sharper ceiling (backward - that + step) / compute is printed too: 0.51.
+  The sharper ceiling (backward - that + step) / compute is printed too: 0.51. It
+  holds as long as the next forward waits for every bucket, as PyTorch's DDP does. A
+  scheduler that started the next forward layer by layer as the buckets land (layer
+  1's first) could overlap the forward too; even then nothing can travel between the
+  end of the next forward (which needs every bucket) and its bucket 0, which bounds it
+  at (compute - 2.9) / compute ~ 0.8. Not built: the plain thread test below hides
+  only about half of the link time on this host anyway.
 - Link-bound, the buckets then run back to back: one rank's timeline (40 interleaved
   steps, medians) has the six all-reduces spanning 100.1 ms with overlap and 101.2 ms
   without, against 99.1 ms for the same all-reduces with nothing else running. So
@@ -258,7 +264,7 @@ def ddp_section(gbit: float, quick: bool) -> list[str]:
                  f"compute = ({backward:.1f} + {step:.1f}) / {forward + backward + step:.1f} = {ceiling:.2f} "
                  "can be hidden, and only with the step in backward; and no byte travels before bucket 0 "
                  f"is complete, {first:.1f} ms into backward: (backward - {first:.1f} + step) / compute = "
-                 f"{sharper:.2f}")
+                 f"{sharper:.2f} while the next forward waits for every bucket (as in PyTorch's DDP)")
     for model_name in MODELS:
         speedup, speedup_spinning = (
             run[f"{model_name}/per-parameter"] / run[f"{model_name}/bucketed+overlapped"]
