@@ -18,9 +18,8 @@ to root), ``events.py`` (the message log: the one stream every counted message
 passes through), ``safety.py`` (abort hook, timeouts, ``MINIPAR_DEBUG``
 fingerprints), ``signature.py`` (every call's signature), ``watchdog.py``
 (deadlines, ranks that leave), ``hierarchical.py``, ``host_pipeline.py``,
-``shm.py``, ``shm_pipeline.py`` (topology-aware all-reduce), ``shm_board.py``
-(every shm call's check-in), ``shm_arrays.py`` (``shared_empty``: arrays
-all-reduced where they lie), ``auto.py`` and
+``shm.py``, ``shm_pipeline.py`` (topology-aware all-reduce), ``shm_arrays.py``
+(``shared_empty``: arrays all-reduced where they lie), ``auto.py`` and
 ``cost_cache.py`` (``algorithm="auto"`` from the fitted cost model).
 
 Imports run one way: events <- communicator <- safety <- _common <- ring <-

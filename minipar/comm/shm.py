@@ -47,9 +47,12 @@ the segments (each rank puts its array in a registry shared by the world, step
 1 is skipped). Windows are cached per (communicator, size, dtype), at most
 ``MAX_WINDOWS`` per communicator (the oldest is freed first, on every rank
 alike), and ``free_windows(comm)`` (collective) frees them all. The barriers are
-the communicator's own, so its deadline applies; every form starts with a check-in
-(``shm_board.py``): ranks that call with another dtype, length, op or array get a
-``CollectiveMismatchError`` at once. NumPy arrays only.
+the communicator's own, so its deadline applies. Every form starts with one empty
+message round the ring under the call's tag (``signature.check_round_the_ring``): the
+shared memory carries no tag, so that message is what makes ranks calling with another
+dtype, length, op, array or collective a ``CollectiveMismatchError`` naming both calls
+(at once on thread ranks, by the watchdog within ~1.5 s under MPI) instead of reading
+each other's bytes or waiting until the deadline. NumPy arrays only.
 
 ``shm_core(..., middle=f)`` hands step 3 (and the mean's division) to
 ``f(reduce_range, lo, hi)``: the hierarchical all-reduce (``hierarchical.py``)
@@ -67,7 +70,6 @@ import numpy as np
 from minipar.comm import signature as signed
 from minipar.comm._common import chunk_bounds, combiner, finish_mean, scratch
 from minipar.comm.communicator import Communicator
-from minipar.comm.shm_board import board_of, check_in
 from minipar.comm.shm_pipeline import MAX_RANKS, shm_pipelined, staging_window
 
 MAX_WINDOWS = 4  # per communicator: e.g. a few DDP bucket sizes
@@ -103,15 +105,10 @@ def _read_back(comm: Communicator, flat: Any, segments: list[Any]) -> None:
 
 # ----- thread ranks: the arrays themselves ----------------------------------------------------------
 def _shm_threads(comm: Any, flat: Any, op: str, middle: Middle) -> None:
-    world = comm.world
     number = comm.__dict__.get("_shm_calls", 0)  # the n-th shm call: the same n on every rank
     comm._shm_calls = number + 1
     key = (comm.context, number)
-    with world.cond:  # 1. register our array (no copy)
-        world.shared.setdefault(key, [None] * comm.size)[comm.rank] = flat
-    check_in(comm)  # every rank is calling the same (shm_board.py)
-    comm.barrier()  # 2.
-    segments = list(world.shared[key])
+    segments = thread_segments(comm, key, flat)  # 1. register our array (no copy), 2. barrier
     # 3. reduce slice c reading the others' arrays; our own slice c is read only by us, so
     #    writing the result straight into it is safe once it has been added (last, or via acc).
     lo, hi = chunk_bounds(flat.size, comm.size)[comm.rank : comm.rank + 2]
@@ -120,8 +117,20 @@ def _shm_threads(comm: Any, flat: Any, op: str, middle: Middle) -> None:
     _read_back(comm, flat, segments)  # 5.
     comm.barrier()  # 6.
     if comm.rank == 0:
-        with world.cond:
-            del world.shared[key]
+        with comm.world.cond:
+            del comm.world.shared[key]
+
+
+def thread_segments(comm: Any, key: Any, mine: Any) -> list[Any]:
+    """Thread ranks: put ``mine`` in the world's registry under ``key``, barrier, read everyone's.
+
+    The caller deletes ``key`` (rank 0) once no rank reads the list any more.
+    """
+    world = comm.world
+    with world.cond:
+        world.shared.setdefault(key, [None] * comm.size)[comm.rank] = mine
+    comm.barrier()
+    return list(world.shared[key])
 
 
 # ----- MPI ranks: one shared window per (communicator, size, dtype) ------------------------------
@@ -181,7 +190,6 @@ def _sync(comm: Any, window: _Window) -> None:
 
 
 def _shm_mpi(comm: Any, flat: Any, op: str, middle: Middle) -> None:
-    check_in(comm, board_of(comm, _node_comm(comm)))  # every rank is calling the same
     window = _window(comm, flat.size, flat.dtype)
     segments = window.segments
     segments[comm.rank][...] = flat  # 1. copy in
@@ -195,9 +203,7 @@ def _shm_mpi(comm: Any, flat: Any, op: str, middle: Middle) -> None:
 
 
 def _shm_mpi_pipelined(comm: Any, flat: Any, op: str) -> None:
-    node = _node_comm(comm)
-    check_in(comm, board_of(comm, node))  # every rank is calling the same (shm_board.py)
-    shm_pipelined(comm, flat, op, staging_window(comm, node))
+    shm_pipelined(comm, flat, op, staging_window(comm, _node_comm(comm)))
 
 
 def shm_core(comm: Communicator, flat: Any, op: str, middle: Middle | None = None,
@@ -227,10 +233,7 @@ def shm_core(comm: Communicator, flat: Any, op: str, middle: Middle | None = Non
         def middle(reduce_range: Callable[[int, int], None], lo: int, hi: int) -> None:
             reduce_range(lo, hi)
             finish_mean(flat[lo:hi], comm.size, op)
-    # A rank running a message-based collective meanwhile would wait for ever on this one's
-    # barriers and windows: an empty message under the call's tag makes that pair a mismatch
-    # the watchdog finds (signature.py), before anything here can block on it.
-    signed.check_round_the_ring(comm)
+    signed.check_round_the_ring(comm)  # shared memory has no tags: this message carries the call's
     if comm.backend == "threads":
         _shm_threads(comm, flat, op, middle)
     elif comm.backend == "mpi":
@@ -254,10 +257,9 @@ def free_windows(comm: Communicator) -> None:
         if record.window is not None:
             record.window.free()
         record.segments = []
-    for name in ("_shm_stage", "_shm_board"):
-        made = comm.__dict__.pop(name, None)
-        if made is not None:
-            made.free()
+    stage = comm.__dict__.pop("_shm_stage", None)
+    if stage is not None:
+        stage.free()
     node = comm.__dict__.pop("_shm_node", None)
     if node is not None:
         node.Free()

@@ -12,15 +12,16 @@ a buffer allocated on every rank of a group, which each rank can address on the 
 
 Rank c owns chunk c (``numpy.array_split`` boundaries, as in the ring):
 
-    segment 0: [ x0 | x0 | x0 ]      1. check in: every rank's array is written, and every rank calls the same
+    segment 0: [ x0 | x0 | x0 ]      1. sync: every rank's array is written
     segment 1: [ x1 | x1 | x1 ]      2. rank c, piece by piece of chunk c:
     segment 2: [ x2 | x2 | x2 ]           x_c[piece] = ((x_{c+1} + x_{c+2}) + ...) + x_c
                  c=0  c=1  c=2            x_j[piece] = x_c[piece] for every j != c
                                      3. sync: every chunk has landed in every segment
 
 Per rank that is N bytes read (chunk c of p segments) and N written (chunk c into p
-segments): 2N bytes touched, two synchronisations, no message and no copy of the
-input. The piece just summed is still in cache when it is copied to the others.
+segments): 2N bytes touched, two synchronisations, no copy of the input, and one
+empty message round the ring under the call's tag (the mismatch check, ``shm.py``).
+The piece just summed is still in cache when it is copied to the others.
 Each element is summed in its chunk's ring order, so the result is bit-identical to
 ``algorithm="ring"`` (and to the copying forms); op="mean" divides each piece by p
 before it is copied out, as the ring's reduce-scatter owner does.
@@ -44,9 +45,8 @@ import numpy as np
 from minipar.comm import signature as signed
 from minipar.comm._common import chunk_bounds, finish_mean
 from minipar.comm.communicator import Communicator
-from minipar.comm.shm import _node_comm, _reduce_range, _Window
+from minipar.comm.shm import _node_comm, _reduce_range, _Window, thread_segments
 from minipar.comm.shm import _sync as window_sync
-from minipar.comm.shm_board import board_of, check_in
 
 PIECE_BYTES = 256 << 10  # summed, then copied out while in cache (256 KiB-1 MiB measured alike)
 
@@ -81,16 +81,12 @@ def shared_empty(comm: Communicator, shape: int | tuple[int, ...], dtype: Any = 
     number = comm.__dict__.get("_shm_array_count", 0)  # the same count on every rank: calls are collective
     comm._shm_array_count = number + 1
     if comm.backend == "threads":
-        mine = np.empty(length, dtype=dtype)
-        world, key = comm.world, (comm.context, "shared_empty", number)
-        with world.cond:
-            world.shared.setdefault(key, [None] * comm.size)[comm.rank] = mine
-        comm.barrier()
-        record = SharedArray(number, list(world.shared[key]))
+        key = (comm.context, "shared_empty", number)
+        record = SharedArray(number, thread_segments(comm, key, np.empty(length, dtype=dtype)))
         comm.barrier()  # everyone has its list: the registry entry can go
         if comm.rank == 0:
-            with world.cond:
-                del world.shared[key]
+            with comm.world.cond:
+                del comm.world.shared[key]
     elif comm.backend == "mpi":
         window = _Window(_node_comm(comm), length, dtype)
         record = SharedArray(number, window.segments, window)
@@ -125,24 +121,17 @@ def allreduce_in_place(comm: Any, flat: np.ndarray, op: str, record: SharedArray
     """Steps 1-3 above: ``flat`` is our segment of ``record`` (``allreduce``'s core for it)."""
     p, c = comm.size, comm.rank
     segments = record.segments
-    mine = flat
-    lo, hi = chunk_bounds(mine.size, p)[c : c + 2]
-    step = max(1, PIECE_BYTES // mine.itemsize)
-    signed.check_round_the_ring(comm)  # a rank in a message-based collective: a mismatch (shm.py)
-    # 1. the check-in (shm_board.py) is the sync: every rank's array is written, and the same call
-    if record.window is None:
-        checked = check_in(comm)
-    else:
-        checked = check_in(comm, board_of(comm, _node_comm(comm)), record.window.win)
-    if not checked:  # no collective of our own on comm: nothing to check, still a sync
-        _sync(comm, record)
+    lo, hi = chunk_bounds(flat.size, p)[c : c + 2]
+    step = max(1, PIECE_BYTES // flat.itemsize)
+    signed.check_round_the_ring(comm)  # the call's tag: mismatched ranks are named (shm.py)
+    _sync(comm, record)  # 1.
     for start in range(lo, hi, step):  # 2.
         end = min(start + step, hi)
-        _reduce_range(comm, mine, segments, op, start, end)  # ring order, our own operand last
-        finish_mean(mine[start:end], p, op)
+        _reduce_range(comm, flat, segments, op, start, end)  # ring order, our own operand last
+        finish_mean(flat[start:end], p, op)
         for j in range(p):
             if j != c:
-                segments[j][start:end] = mine[start:end]
+                segments[j][start:end] = flat[start:end]
     _sync(comm, record)  # 3.
 
 
