@@ -62,11 +62,17 @@ in 15 ms instead of 36; links at 1 Gbit/s):
   3's weight) is complete 2.9 ms into a 7.0 ms backward: no byte can travel before.
   The sharper ceiling (backward - that + step) / compute is printed too: 0.51. It
   holds as long as the next forward waits for every bucket, as PyTorch's DDP does. A
-  scheduler that started the next forward layer by layer as the buckets land (layer
-  1's first) could overlap the forward too; even then nothing can travel between the
-  end of the next forward (which needs every bucket) and its bucket 0, which bounds it
-  at (compute - 2.9) / compute ~ 0.8. Not built: the plain thread test below hides
-  only about half of the link time on this host anyway.
+  scheduler that started the next forward layer by layer as the buckets land would
+  not lift it: the buckets land in the order backward makes them, the output layer's
+  first and layer 1's last, so the next forward's first layer waits for the last
+  bucket anyway. Holding back an early bucket (layer 3's 4 MiB weight, complete with
+  bucket 0) to travel last would let layers 1-2 of the next forward run under it,
+  but the link would then start only when layer 2's weight is complete, one or two
+  1024x1024 matmuls later: by flop shares (layers 1-2 of the forward ~2.8 ms, one
+  such matmul of backward ~1.4 ms, from the phase times above) 0-1.4 ms of 15
+  gained, a ceiling of ~0.6 at most, below 0.7 too. (An earlier version of this note said a
+  layer-by-layer scheduler could reach ~0.8: wrong, it forgot that layer 1's bucket
+  is the last to exist.) Not built.
 - Link-bound, the buckets then run back to back: one rank's timeline (40 interleaved
   steps, medians) has the six all-reduces spanning 100.1 ms with overlap and 101.2 ms
   without, against 99.1 ms for the same all-reduces with nothing else running. So
@@ -277,6 +283,14 @@ def ddp_section(gbit: float, quick: bool) -> list[str]:
     overlapped_rows = ("bucketed+overlapped", "overlapped+step in backward")
     deep = (min(run["deep256/per-parameter"] for run in (t, spinning))
             / min(run[f"deep256/{row}"] for run in (t, spinning) for row in overlapped_rows))
+    cheapest = {row: min(run[f"deep256/{row}"] for run in (t, spinning))
+                for row in ("per-parameter", "compute alone", "comm alone")}
+    floor_overlapped = max(cheapest["compute alone"], t["deep256/forward"] + t["deep256/first bucket"]
+                           + cheapest["comm alone"])
+    lines.append(f"  deep256 ceiling: an overlapped step takes at least max(compute, forward + bucket 0's "
+                 f"{t['deep256/first bucket']:.1f} ms of backward + comm alone) = {floor_overlapped:.1f} ms, "
+                 f"so per-parameter / overlapped <= {cheapest['per-parameter']:.1f} / "
+                 f"{floor_overlapped:.1f} = {cheapest['per-parameter'] / floor_overlapped:.2f}x")
     verdict = {True: "MET", False: "NOT MET"}
     lines.append(f"  target overlap hides >= 70% of min(compute, comm) on the mlp (the best of the four "
                  f"above, each within one wait mode): {best_hidden:.0%} -> {verdict[best_hidden >= 0.7]}")

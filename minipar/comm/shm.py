@@ -22,8 +22,8 @@ ranks share one MPI-3 window (``MPI.Win.Allocate_shared`` on the ranks of
 About 2N bytes copied per rank and no messages: time ~ 3 barriers + ~3 N / memory
 bandwidth, against the ring's 2(p-1) alpha + 2(p-1)/p N beta + (p-1)/p N gamma.
 
-That is this plain form (``form="plain"``). Measured at p = 2 and 16 MiB on this
-2-core machine, its passes stream from DRAM (two arrays and two segments of
+That is this plain form (``form="plain"``). Measured at p = 2 and 16 MiB on the
+first 2-core host, its passes streamed from DRAM (two arrays and two segments of
 16 MiB against 32 MiB of L3): copy-in 2.8 ms, reduce 2.0, publish 1.3, read back
 1.2, the barriers ~0.06 each (up to 7 ms when a rank is descheduled), no page
 faults after the first call, ``Win.Sync`` 0.15 us: ~1.7x MPI.Allreduce, whose

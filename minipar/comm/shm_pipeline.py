@@ -2,8 +2,8 @@
 
 ``shm.py``'s plain form copies all N bytes into a window of N bytes per rank and
 walks each pass over the whole array between three barriers. At 16 MiB and p = 2
-its working set (two arrays, two segments: 64 MiB) is twice this machine's L3
-(32 MiB), so every pass streams from DRAM: a copy of 8 MiB by both ranks at once
+its working set (two arrays, two segments: 64 MiB) was twice the L3 of the host
+this was first measured on (32 MiB), so every pass streamed from DRAM: a copy of 8 MiB by both ranks at once
 runs at ~8 GB/s where a 1 MiB one stays in cache. MPICH's own Allreduce moves
 its bytes through small shared cells that stay in cache.
 
@@ -34,7 +34,11 @@ time goes at 16 MiB (one rank, per call): publish copy 0.96 ms, sum 0.53, copy o
 the sum 0.70, read back 0.42, waits 0.7: the copies into slots that the peer has
 just read run at 9-12 GB/s (its cache holds those lines; each store invalidates
 them), the read back at 20 GB/s. Pieces of 256 KiB-1 MiB measured alike within
-that spread; 512 KiB is kept (3 MiB of slots per rank at p = 2).
+that spread; 512 KiB is kept (3 MiB of slots per rank at p = 2). On a later host
+(2026-12-02, lscpu: 480 MiB of L3, 15 rounds each, one run) 256 KiB gave 0.82x,
+512 KiB 0.74x, 1 MiB 0.93x and 2 MiB 0.96x MPI.Allreduce at 16 MiB float32; the
+shared arrays of ``shm_arrays.py``, which skip the publish and read-back copies,
+0.37-0.41x in the same runs.
 
 The counters (``ready``, ``result``, ``done``) live at the start of each rank's segment and
 only grow (they count rounds since the window was made), so a call needs no
