@@ -1,6 +1,7 @@
 """A cluster on one machine: hosts with rate-limited links, bytes counted on the link, what overlap hides.
 
     minipar cluster up --hosts 2 --gbit 2 && minipar run 18 -n 2 --cluster
+    MPIR_CVAR_ENABLE_HEAVY_YIELD=1 MPIR_CVAR_POLLS_BEFORE_YIELD=1 minipar run 18 -n 2 --cluster  # polite
     mpiexec -n 2 python -m mpi4py lessons/18_cluster.py     # one host: what it can show, and why
     minipar cluster down
 
@@ -24,7 +25,9 @@ as on a real cluster).
    blocking (``overlap=False``) vs overlapped, beside compute alone and the
    all-reduce of its buckets alone; the hidden fraction
    (t_bucketed - t_overlapped) / min(t_compute, t_comm) is 1 when overlap hides all
-   it can, 0 when it hides nothing.
+   it can, 0 when it hides nothing; beside it DDP's ceiling, (backward + step) /
+   compute (the next forward waits for every bucket), and MPICH's wait mode
+   (spinning, its default, or polite: a waiting thread sleeps and leaves the core).
 
 On one host (no ``--cluster``) step 2 has no link to count and step 3 runs there,
 with the reasons its numbers differ (cores vs ranks, memcpy, the load average at
@@ -202,6 +205,48 @@ def training_step(model: nn.Module, opt: optim.Optimizer) -> None:
     opt.step()
 
 
+phases: list[tuple[float, float, float]] = []  # compute alone's (forward, backward, step), seconds
+
+
+def phased_step() -> None:
+    """Compute alone, timed by phase: what overlap could ever hide is backward and step."""
+    start = time.perf_counter()
+    alone_opt.zero_grad()
+    loss = F.cross_entropy(alone(xs), ys)
+    forward = time.perf_counter()
+    loss.backward()
+    backward = time.perf_counter()
+    alone_opt.step()
+    phases.append((forward - start, backward - forward, time.perf_counter() - backward))
+
+
+marks: list[float] = []  # this overlapped step's bucket all-reduces: start, end, start, end, ...
+timelines: list[list[float]] = []  # per overlapped step: forward's end, the marks, backward's, step's (s)
+
+
+def timed_reduce(flat: Any, reduce: Callable[[Any], Any] = overlapped.reduce_bucket) -> Any:
+    """DDP's reduce step with the moments it runs (on DDP's communication thread)."""
+    marks.append(time.perf_counter())
+    reduce(flat)
+    marks.append(time.perf_counter())
+    return flat
+
+
+overlapped.reduce_bucket = timed_reduce  # DDP's reduce step is one replaceable function: wrap it
+
+
+def overlapped_step() -> None:
+    marks.clear()
+    start = time.perf_counter()
+    overlapped_opt.zero_grad()
+    loss = F.cross_entropy(overlapped(xs), ys)
+    forward = time.perf_counter()
+    loss.backward()  # the buckets go to the thread as they fill; returns once every average landed
+    backward = time.perf_counter()
+    overlapped_opt.step()
+    timelines.append([moment - start for moment in (forward, *marks, backward, time.perf_counter())])
+
+
 def ring_buckets() -> None:
     for bucket in buckets:
         mc.allreduce(comm, bucket, algorithm="ring")  # what DDP calls per bucket (reduce_bucket)
@@ -225,10 +270,10 @@ def beside(communicate: Callable[[], None]) -> Callable[[], None]:
 
 
 variants: dict[str, Callable[[], None]] = {
-    "compute": lambda: training_step(alone, alone_opt),
+    "compute": phased_step,
     "ring": ring_buckets,
     "bucketed": lambda: training_step(blocking, blocking_opt),
-    "overlapped": lambda: training_step(overlapped, overlapped_opt),
+    "overlapped": overlapped_step,
     "ring thread": beside(ring_buckets),
 }
 if comm.backend == "mpi":
@@ -271,6 +316,36 @@ for label, name, model, hidden in rows:
     shown = f"{hidden:>7.2f}" if hidden is not None else ""
     say(f"   {label:<44}{t[name]:>7.1f}   {model:<30}{shown}".rstrip())
 say("   hidden 1: all that can be hidden is; 0: nothing; below 0: overlapping costs more than it hides.")
+forward, backward, step = (1e3 * statistics.median(phase) for phase in zip(*phases[1:]))  # ms
+moments = [1e3 * statistics.median(moment) for moment in zip(*timelines[1:])]  # ms from the step's start
+say(f"\n   Where an overlapped step's time goes (medians of {REPEATS}, ms from the step's start)")
+say(f"     forward ends at {moments[0]:.1f}; backward fills the buckets from the output layer down")
+for index, bucket in enumerate(overlapped.buckets):
+    began, ended = moments[1 + 2 * index], moments[2 + 2 * index]
+    say(f"     bucket {index} ({bucket.nbytes:>9,} B) all-reduced {began:6.1f} - {ended:6.1f}")
+say(f"     backward returns at {moments[-2]:.1f} (the last average landed); the step ends at "
+    f"{moments[-1]:.1f}")
+first, busy = moments[1] - moments[0], moments[-3] - moments[1]
+say(f"   The buckets' all-reduces span {busy:.1f} ms, first start to last end, against t_comm = "
+    f"{ring:.1f} with\n   nothing beside them (x {busy / ring:.2f}: what computing beside them costs the "
+    "communication).\n"
+    f"   What no overlap can hide: the forward ({forward:.1f} in compute alone), backward until bucket 0's\n"
+    f"   all-reduce starts ({first:.1f}: no byte travels before) and the step after the last bucket "
+    f"({step:.1f}).\n"
+    f"   So hidden <= (backward - {first:.1f}) / compute = ({backward:.1f} - {first:.1f}) / "
+    f"{forward + backward + step:.1f} = {(backward - first) / (forward + backward + step):.2f} when the link "
+    "is the bottleneck;\n"
+    f"   even a bucket 0 sent at once and the step run in backward would leave (backward + step) / compute = "
+    f"{(backward + step) / (forward + backward + step):.2f}:\n"
+    "   the next forward needs layer 1's bucket, the last one backward makes. The thread rows have no such\n"
+    "   order: their whole step runs beside the all-reduces.")
+polite = os.environ.get("MPIR_CVAR_POLLS_BEFORE_YIELD") == "1" and os.environ.get(
+    "MPIR_CVAR_ENABLE_HEAVY_YIELD") == "1"
+say("   MPICH's waits here: " + (
+    "polite (they sleep after every poll), so a waiting thread leaves the cores to compute" if polite else
+    "spinning (its default): a thread blocked in MPI keeps a core busy polling. Where the ranks\n"
+    "   and the links' TCP work share cores (every emulated host shares this machine's), rerun with\n"
+    "   MPIR_CVAR_ENABLE_HEAVY_YIELD=1 MPIR_CVAR_POLLS_BEFORE_YIELD=1 to let the overlap pay"))
 if rank == 0 and not spans_hosts:
     print("\n".join(cluster.one_host_caveats(p, LOAD_AT_START)))
 elif rank == 0:

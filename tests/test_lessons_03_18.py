@@ -64,6 +64,28 @@ def test_lesson_18_as_one_process_says_how_to_build_a_cluster_and_exits_cleanly(
     assert "Steps 2 and 3 need at least 2 ranks" in done.stdout
 
 
+def assert_overlap_timeline(out: str) -> None:
+    """Step 3's timeline: every bucket of the MLP's gradients all-reduced once, one after another on
+    DDP's thread, after forward ends and before backward returns; the ceiling from the phases."""
+    forward_end = float(re.search(r"forward ends at ([\d.]+);", out).group(1))
+    buckets = re.findall(r"^ +bucket (\d) \( *([\d,]+) B\) all-reduced +([\d.]+) - +([\d.]+)$", out,
+                         flags=re.MULTILINE)
+    assert [int(b[0]) for b in buckets] == list(range(6)), out
+    total = int(re.search(r"float32 \(([\d,]+) B of gradients", out).group(1).replace(",", ""))
+    assert sum(int(b[1].replace(",", "")) for b in buckets) == total == 4 * (784 * 1024 + 1024 + 2 * (
+        1024 * 1024 + 1024) + 1024 * 10 + 10)
+    spans = [(float(b[2]), float(b[3])) for b in buckets]
+    assert forward_end <= spans[0][0]
+    assert all(start <= end for start, end in spans)
+    assert all(end <= after + 0.1 for (_, end), (after, _) in zip(spans, spans[1:]))  # in order, one thread
+    backward_end = float(re.search(r"backward returns at ([\d.]+)", out).group(1))
+    assert spans[-1][1] <= backward_end + 0.1
+    b, first, c, ceiling = re.search(r"hidden <= \(backward - [\d.]+\) / compute = \(([\d.]+) - ([\d.]+)\) / "
+                                     r"([\d.]+) = (-?[\d.]+)", out).groups()
+    assert abs((float(b) - float(first)) / float(c) - float(ceiling)) <= 0.011
+    assert re.search(r"MPICH's waits here: (spinning|polite)", out)
+
+
 @requires_mpi
 def test_lesson_18_on_one_host_counts_no_link_bytes_and_names_the_reasons() -> None:
     out = assert_ok(run_mpi(LESSON_18, n=2, timeout=150))
@@ -76,6 +98,7 @@ def test_lesson_18_on_one_host_counts_no_link_bytes_and_names_the_reasons() -> N
         assert re.search(rf"{re.escape(variant)}.*?\s[\d.]+\s", out), variant
     assert re.search(r"DDP bucketed \+ overlapped \(overlap=True\) +[\d.]+ +max\(t_compute, t_comm\) = "
                      r"[\d.]+ +-?[\d.]+", out)
+    assert_overlap_timeline(out)
     one_host_reasons(out, ranks=2)
 
 
@@ -104,6 +127,7 @@ def test_lesson_18_on_the_cluster_counts_the_ring_bytes_on_each_hosts_token_buck
     assert re.search(r"x 1\.046 x 8 / rate = [\d.]+ ms: measured/model = [\d.]+", out)
     assert re.search(r"DDP bucketed \+ overlapped \(overlap=True\) +[\d.]+ +max\(t_compute, t_comm\) = "
                      r"[\d.]+ +-?[\d.]+", out)
+    assert_overlap_timeline(out)
     assert "why these timings differ" not in out
 
 

@@ -42,6 +42,7 @@ from minipar.comm.events import describe_running, here
 
 PERIOD = 0.25  # seconds between the watchdog's looks
 GRACE = 2.0  # seconds a wait on a departed rank may still take (its last messages arrive)
+GOODBYE_WAIT = 10.0  # seconds a leaving rank waits for the other ranks' goodbyes, then cancels
 ANSWER_WITHIN = 1.5  # seconds a peer's watchdog has to say which call a tag was
 TAG_GOODBYE = 1
 TAG_QUERY = 2  # "which of your calls had this tag?" (an int64), answered in words
@@ -171,7 +172,14 @@ class Watchdog:
             os._exit(1)
 
     def goodbye(self) -> None:
-        """atexit: tell every other rank this one leaves; cancel the goodbyes not received."""
+        """atexit: tell every other rank this one leaves; take the others' goodbyes that arrive
+        within ``GOODBYE_WAIT`` seconds (ranks ending together: all of them) and cancel the rest.
+
+        Cancelling a receive whose goodbye was already on its way left that message unmatched
+        at ``MPI_Finalize`` (over TCP, UCX warns "unexpected tag-receive descriptor 0x... was not
+        matched" on every rank). Waiting costs no time where it matters: MPICH's
+        ``MPI_Finalize`` waits for the other ranks anyway.
+        """
         self.stopping.set()
         self.thread.join()
         MPI = self.MPI
@@ -179,6 +187,12 @@ class Watchdog:
             return
         note = np.zeros(1, dtype=np.int64)
         sends = [self.control.Isend(note, r, TAG_GOODBYE) for r in self.notes]
+        deadline = time.monotonic() + GOODBYE_WAIT
+        while self.pending:
+            self.pending = {r: request for r, request in self.pending.items() if not request.Test()}
+            if not self.pending or time.monotonic() > deadline:
+                break
+            time.sleep(0.001)
         for request in self.pending.values():
             request.Cancel()
         MPI.Request.Waitall(list(self.pending.values()) + sends)
