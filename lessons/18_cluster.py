@@ -335,7 +335,8 @@ say(f"   The buckets' all-reduces span {busy:.1f} ms, first start to last end, a
     f"   So hidden <= (backward - {first:.1f}) / compute = ({backward:.1f} - {first:.1f}) / "
     f"{forward + backward + step:.1f} = {(backward - first) / (forward + backward + step):.2f} when the link "
     "is the bottleneck;\n"
-    f"   even a bucket 0 sent at once and the step run in backward would leave (backward + step) / compute = "
+    "   a bucket 0 sent at once and the step run in backward would still cap it at "
+    "(backward + step) / compute = "
     f"{(backward + step) / (forward + backward + step):.2f}:\n"
     "   the next forward needs layer 1's bucket, the last one backward makes. The thread rows have no such\n"
     "   order: their whole step runs beside the all-reduces.")
