@@ -99,6 +99,8 @@ import numpy as np
 from data_parallel import BATCH, mlp  # benchmarks/data_parallel.py: the same models, one place
 from data_parallel import MODELS as ALL_MODELS
 
+from minipar.cluster import POLITE_WAITS  # MPICH waits that sleep after every poll instead of spinning
+
 SCRIPT = Path(__file__).resolve()
 MODELS = {name: ALL_MODELS[name] for name in ("mlp", "deep256")}
 CAPTIONS = {"mlp": "MLP 784-1024-1024-1024-10 (8 tensors, 11.6 MB of gradients)",
@@ -106,8 +108,6 @@ CAPTIONS = {"mlp": "MLP 784-1024-1024-1024-10 (8 tensors, 11.6 MB of gradients)"
 BUCKET_CAP_MB = {"mlp": 2.0, "deep256": 1.0}  # several buckets each: something to overlap
 ROWS = ["compute alone", "comm alone", "per-parameter", "bucketed", "bucketed+overlapped",
         "overlapped+step in backward"]
-#: MPICH waits that sleep between polls (nanosleep after every poll) instead of spinning
-POLITE_WAITS = {"MPIR_CVAR_ENABLE_HEAVY_YIELD": "1", "MPIR_CVAR_POLLS_BEFORE_YIELD": "1"}
 
 
 # ----- the ranks' side ----------------------------------------------------------------------------
@@ -281,10 +281,9 @@ def ddp_section(gbit: float, quick: bool) -> list[str]:
                       for run in (t, spinning)
                       for overlapped in ("bucketed+overlapped", "overlapped+step in backward"))
     overlapped_rows = ("bucketed+overlapped", "overlapped+step in backward")
-    deep = (min(run["deep256/per-parameter"] for run in (t, spinning))
-            / min(run[f"deep256/{row}"] for run in (t, spinning) for row in overlapped_rows))
     cheapest = {row: min(run[f"deep256/{row}"] for run in (t, spinning))
-                for row in ("per-parameter", "compute alone", "comm alone")}
+                for row in ("per-parameter", "compute alone", "comm alone", *overlapped_rows)}
+    deep = cheapest["per-parameter"] / min(cheapest[row] for row in overlapped_rows)
     floor_overlapped = max(cheapest["compute alone"], t["deep256/forward"] + t["deep256/first bucket"]
                            + cheapest["comm alone"])
     lines.append(f"  deep256 ceiling: an overlapped step takes at least max(compute, forward + bucket 0's "

@@ -180,11 +180,13 @@ for megabytes in sizes:
 
 
 # ----- 3. what overlap hides ------------------------------------------------------------------------
+SIZES = [784, 1024, 1024, 1024, 10]
+
+
 def mlp() -> nn.Sequential:
     minipar.manual_seed(0)
-    sizes = [784, 1024, 1024, 1024, 10]
     layers: list[nn.Module] = []
-    for index, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+    for index, (fan_in, fan_out) in enumerate(zip(SIZES, SIZES[1:])):
         layers += [nn.Linear(fan_in, fan_out, dtype=np.float32)] + ([nn.ReLU()] if index < 3 else [])
     return nn.Sequential(*layers)
 
@@ -199,27 +201,19 @@ alone_opt, blocking_opt, overlapped_opt = (optim.SGD(m.parameters(), lr=0.01)
 buckets = [np.zeros(bucket.nbytes // 4, dtype=np.float32) for bucket in blocking.buckets]
 
 
-def training_step(model: nn.Module, opt: optim.Optimizer) -> None:
-    opt.zero_grad()
-    F.cross_entropy(model(xs), ys).backward()  # DDP: returns with the averaged gradients
-    opt.step()
-
-
-phases: list[tuple[float, float, float]] = []  # compute alone's (forward, backward, step), seconds
-
-
-def phased_step() -> None:
-    """Compute alone, timed by phase: what overlap could ever hide is backward and step."""
+def training_step(model: nn.Module, opt: optim.Optimizer) -> tuple[float, float, float]:
+    """One step; when forward, backward and the step ended (seconds from its start)."""
     start = time.perf_counter()
-    alone_opt.zero_grad()
-    loss = F.cross_entropy(alone(xs), ys)
+    opt.zero_grad()
+    loss = F.cross_entropy(model(xs), ys)
     forward = time.perf_counter()
-    loss.backward()
+    loss.backward()  # DDP: returns with the averaged gradients
     backward = time.perf_counter()
-    alone_opt.step()
-    phases.append((forward - start, backward - forward, time.perf_counter() - backward))
+    opt.step()
+    return forward - start, backward - start, time.perf_counter() - start
 
 
+phases: list[tuple[float, float, float]] = []  # compute alone's training_step moments
 marks: list[float] = []  # this overlapped step's bucket all-reduces: start, end, start, end, ...
 timelines: list[list[float]] = []  # per overlapped step: forward's end, the marks, backward's, step's (s)
 
@@ -238,13 +232,8 @@ overlapped.reduce_bucket = timed_reduce  # DDP's reduce step is one replaceable 
 def overlapped_step() -> None:
     marks.clear()
     start = time.perf_counter()
-    overlapped_opt.zero_grad()
-    loss = F.cross_entropy(overlapped(xs), ys)
-    forward = time.perf_counter()
-    loss.backward()  # the buckets go to the thread as they fill; returns once every average landed
-    backward = time.perf_counter()
-    overlapped_opt.step()
-    timelines.append([moment - start for moment in (forward, *marks, backward, time.perf_counter())])
+    forward, backward, end = training_step(overlapped, overlapped_opt)
+    timelines.append([forward, *(mark - start for mark in marks), backward, end])
 
 
 def ring_buckets() -> None:
@@ -270,7 +259,7 @@ def beside(communicate: Callable[[], None]) -> Callable[[], None]:
 
 
 variants: dict[str, Callable[[], None]] = {
-    "compute": phased_step,
+    "compute": lambda: phases.append(training_step(alone, alone_opt)),
     "ring": ring_buckets,
     "bucketed": lambda: training_step(blocking, blocking_opt),
     "overlapped": overlapped_step,
@@ -316,7 +305,11 @@ for label, name, model, hidden in rows:
     shown = f"{hidden:>7.2f}" if hidden is not None else ""
     say(f"   {label:<44}{t[name]:>7.1f}   {model:<30}{shown}".rstrip())
 say("   hidden 1: all that can be hidden is; 0: nothing; below 0: overlapping costs more than it hides.")
-forward, backward, step = (1e3 * statistics.median(phase) for phase in zip(*phases[1:]))  # ms
+forward, backward_end, total = (1e3 * statistics.median(moment) for moment in zip(*phases[1:]))  # ms
+backward, step = backward_end - forward, total - backward_end
+multiply_adds = sum(a * b for a, b in zip(SIZES, SIZES[1:]))  # the forward's matmuls, per sample
+# backward: grad_W for every layer, grad_x for all but the first (its input needs none)
+backward_share = (2 * multiply_adds - SIZES[0] * SIZES[1]) / (3 * multiply_adds - SIZES[0] * SIZES[1])
 moments = [1e3 * statistics.median(moment) for moment in zip(*timelines[1:])]  # ms from the step's start
 say(f"\n   Where an overlapped step's time goes (medians of {REPEATS}, ms from the step's start)")
 say(f"     forward ends at {moments[0]:.1f}; backward fills the buckets from the output layer down")
@@ -332,21 +325,20 @@ say(f"   The buckets' all-reduces span {busy:.1f} ms, first start to last end, a
     f"   What no overlap can hide: the forward ({forward:.1f} in compute alone), backward until bucket 0's\n"
     f"   all-reduce starts ({first:.1f}: no byte travels before) and the step after the last bucket "
     f"({step:.1f}).\n"
-    f"   So hidden <= (backward - {first:.1f}) / compute = ({backward:.1f} - {first:.1f}) / "
-    f"{forward + backward + step:.1f} = {(backward - first) / (forward + backward + step):.2f} when the link "
-    "is the bottleneck;\n"
-    "   a bucket 0 sent at once and the step run in backward would still cap it at "
-    "(backward + step) / compute = "
-    f"{(backward + step) / (forward + backward + step):.2f}:\n"
+    f"   So hidden <= (backward - {first:.1f}) / compute = ({backward:.1f} - {first:.1f}) / {total:.1f} = "
+    f"{(backward - first) / total:.2f} when the link is the bottleneck;\n"
+    "   a bucket 0 sent at once and the step run in backward would still cap it at (backward + step) /\n"
+    f"   compute = {(backward + step) / total:.2f} (backward is {backward_share:.2f} of the step's "
+    "matmuls by count, on any machine):\n"
     "   the next forward needs layer 1's bucket, the last one backward makes. The thread rows have no such\n"
     "   order: their whole step runs beside the all-reduces.")
-polite = os.environ.get("MPIR_CVAR_POLLS_BEFORE_YIELD") == "1" and os.environ.get(
-    "MPIR_CVAR_ENABLE_HEAVY_YIELD") == "1"
+polite = all(os.environ.get(name) == value for name, value in cluster.POLITE_WAITS.items())
 say("   MPICH's waits here: " + (
     "polite (they sleep after every poll), so a waiting thread leaves the cores to compute" if polite else
     "spinning (its default): a thread blocked in MPI keeps a core busy polling. Where the ranks\n"
     "   and the links' TCP work share cores (every emulated host shares this machine's), rerun with\n"
-    "   MPIR_CVAR_ENABLE_HEAVY_YIELD=1 MPIR_CVAR_POLLS_BEFORE_YIELD=1 to let the overlap pay"))
+    f"   {' '.join(f'{name}={value}' for name, value in cluster.POLITE_WAITS.items())} "
+    "to let the overlap pay"))
 if rank == 0 and not spans_hosts:
     print("\n".join(cluster.one_host_caveats(p, LOAD_AT_START)))
 elif rank == 0:

@@ -75,14 +75,19 @@ def assert_overlap_timeline(out: str) -> None:
     assert sum(int(b[1].replace(",", "")) for b in buckets) == total == 4 * (784 * 1024 + 1024 + 2 * (
         1024 * 1024 + 1024) + 1024 * 10 + 10)
     spans = [(float(b[2]), float(b[3])) for b in buckets]
+    # medians of ordered moments stay ordered, and so does rounding them to 0.1 ms
     assert forward_end <= spans[0][0]
     assert all(start <= end for start, end in spans)
-    assert all(end <= after + 0.1 for (_, end), (after, _) in zip(spans, spans[1:]))  # in order, one thread
+    assert all(end <= after for (_, end), (after, _) in zip(spans, spans[1:]))  # in order, on one thread
     backward_end = float(re.search(r"backward returns at ([\d.]+)", out).group(1))
-    assert spans[-1][1] <= backward_end + 0.1
-    b, first, c, ceiling = re.search(r"hidden <= \(backward - [\d.]+\) / compute = \(([\d.]+) - ([\d.]+)\) / "
-                                     r"([\d.]+) = (-?[\d.]+)", out).groups()
-    assert abs((float(b) - float(first)) / float(c) - float(ceiling)) <= 0.011
+    assert spans[-1][1] <= backward_end
+    b, first, c, ceiling = (float(v) for v in re.search(
+        r"hidden <= \(backward - [\d.]+\) / compute = \(([\d.]+) - ([\d.]+)\) / ([\d.]+) = (-?[\d.]+)",
+        out).groups())
+    rounding = 0.1 / c + abs(b - first) * 0.05 / (c * (c - 0.05)) + 0.005  # inputs to 0.1, result to 0.01
+    assert abs((b - first) / c - ceiling) <= rounding
+    share = float(re.search(r"backward is ([\d.]+) of the step's matmuls", out).group(1))
+    assert share == 0.63  # (2 sum(a b) - 784 1024) / (3 sum(a b) - 784 1024) over 784-1024-1024-1024-10
     assert re.search(r"MPICH's waits here: (spinning|polite)", out)
 
 

@@ -24,9 +24,9 @@ from minipar.cluster.hosts import (
     status,
     up,
 )
-from minipar.cluster.launch import LINK_ENV, mpiexec_command, rank_env, run
+from minipar.cluster.launch import LINK_ENV, POLITE_WAITS, mpiexec_command, rank_env, run
 from minipar.cluster.this_host import HostLink, host_link, one_host_caveats, tcp_framing
 
-__all__ = ["BRIDGE", "BRIDGE_ADDRESS", "LINK_ENV", "ClusterStatus", "ClusterUnavailable", "Host", "HostLink",
-           "down", "host_link", "mpiexec_command", "one_host_caveats", "rank_env", "require_tools", "run",
-           "status", "tcp_framing", "up"]
+__all__ = ["BRIDGE", "BRIDGE_ADDRESS", "LINK_ENV", "POLITE_WAITS", "ClusterStatus", "ClusterUnavailable",
+           "Host", "HostLink", "down", "host_link", "mpiexec_command", "one_host_caveats", "rank_env",
+           "require_tools", "run", "status", "tcp_framing", "up"]

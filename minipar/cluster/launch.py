@@ -43,6 +43,9 @@ from pathlib import Path
 from minipar.cluster import hosts as cluster_hosts
 
 LINK_ENV = {"UCX_TLS": "tcp"}
+#: MPICH waits that sleep after every poll instead of spinning: a rank's communication thread
+#: then leaves its core to compute and to the kernel's TCP work (lesson 18, benchmarks/cluster_ddp.py)
+POLITE_WAITS = {"MPIR_CVAR_ENABLE_HEAVY_YIELD": "1", "MPIR_CVAR_POLLS_BEFORE_YIELD": "1"}
 
 
 def find_mpiexec() -> Path:

@@ -188,11 +188,9 @@ class Watchdog:
         note = np.zeros(1, dtype=np.int64)
         sends = [self.control.Isend(note, r, TAG_GOODBYE) for r in self.notes]
         deadline = time.monotonic() + GOODBYE_WAIT
-        while self.pending:
+        while self.pending and time.monotonic() < deadline:
             self.pending = {r: request for r, request in self.pending.items() if not request.Test()}
-            if not self.pending or time.monotonic() > deadline:
-                break
-            time.sleep(0.001)
+            time.sleep(0.001 if self.pending else 0)
         for request in self.pending.values():
             request.Cancel()
         MPI.Request.Waitall(list(self.pending.values()) + sends)
